@@ -1,0 +1,1 @@
+"""The HTTP face of Stafett: FastAPI app factory, FHIR routes, health and rendering."""

@@ -1,0 +1,142 @@
+"""The app factory: builds engines, verifier and policy in the lifespan; nothing at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from service import __version__
+from service.access import AccessPolicy, ScopeAccessPolicy
+from service.api.capability import capability_statement
+from service.api.deps import Services
+from service.api.fhir_routes import router as fhir_router
+from service.api.middleware import RequestContextMiddleware
+from service.api.outcomes import error_response
+from service.auth import DevIssuer, TokenVerifier
+from service.config import Settings
+from service.errors import (
+    BadRequest,
+    FhirError,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+)
+from service.repository import RepositoryConfig
+from service.search.extract import ResourceIndexer
+from service.storage.database import Database
+from service.storage.migrations import upgrade_database
+from service.storage.store import SqlStore
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger("stafett.api")
+
+
+def build_services(settings: Settings, *, policy: AccessPolicy | None = None) -> Services:
+    """Build every long-lived object of the service from settings."""
+    database = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
+    indexer = ResourceIndexer(base_url=settings.fhir_base)
+    repository = RepositoryConfig(
+        database=database,
+        store=SqlStore(indexer=indexer),
+        policy=policy or ScopeAccessPolicy(),
+        base_url=settings.fhir_base,
+        default_page_size=settings.default_page_size,
+        max_page_size=settings.max_page_size,
+    )
+    dev_issuer = DevIssuer.load_or_create(settings.data_dir) if settings.dev_auth else None
+    verifier = TokenVerifier(
+        trusted_issuers=settings.trusted_issuers,
+        audience=settings.audience,
+        dev_issuer=dev_issuer,
+        jwks_cache_seconds=settings.jwks_cache_seconds,
+    )
+    return Services(
+        settings=settings,
+        database=database,
+        repository=repository,
+        verifier=verifier,
+        capability=capability_statement(
+            fhir_base=settings.fhir_base, search_params=repository.search_params()
+        ),
+    )
+
+
+def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None = None) -> FastAPI:
+    """Create the Stafett ASGI application."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings, policy=policy)
+        if services.database.is_sqlite or settings.auto_migrate:
+            upgrade_database(services.database.engine)
+        app.state.services = services
+        if settings.dev_auth:
+            _log.warning("development token issuer is trusted (STAFETT_DEV_AUTH=1)")
+        _log.info(
+            "stafett started",
+            extra={"database": services.database.engine.url.render_as_string(hide_password=True)},
+        )
+        try:
+            yield
+        finally:
+            services.database.dispose()
+
+    app = FastAPI(
+        title="Stafett",
+        version=__version__,
+        description="FHIR R4 system of record for the BTI stafettlogg",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+
+    @app.exception_handler(FhirError)
+    async def fhir_error(request: Request, exc: FhirError) -> Response:
+        if exc.status >= 500:
+            _log.error("request failed: %s", exc.diagnostics)
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            return error_response(
+                MethodNotAllowed(f"{request.method} is not supported on {request.url.path}")
+            )
+        if exc.status_code == 404:
+            return error_response(NotFound(f"No such endpoint: {request.url.path}"))
+        return error_response(BadRequest(str(exc.detail)))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(BadRequest(f"The request is malformed: {exc.errors()[:3]}"))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        _log.exception("unexpected error")
+        error = FhirError("An unexpected error occurred; it has been logged")
+        return error_response(error)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz(request: Request) -> Response:
+        services: Services = request.app.state.services
+        try:
+            services.database.ping()
+        except ServiceUnavailable as exc:
+            return JSONResponse({"status": "unavailable", "reason": exc.diagnostics}, 503)
+        return JSONResponse({"status": "ready"})
+
+    app.include_router(fhir_router)
+    return app

@@ -1,0 +1,329 @@
+"""FHIR R4 RESTful interactions under /fhir (https://hl7.org/fhir/R4/http.html)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.api import render
+from service.api.deps import Repo, ServicesDep
+from service.api.outcomes import FHIR_JSON, outcome_bytes
+from service.bundles import process_bundle
+from service.errors import BadRequest, Issue, NotAcceptable, UnsupportedMediaType
+from service.fhir.validation import parse_json
+from service.repository import WriteResult
+from service.search.values import InvalidDate, parse_date_range
+from service.storage.store import StoredResource
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/fhir")
+
+_JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
+_ACCEPTABLE = ("application/fhir+json", "application/json", "*/*", "application/*", "")
+_FORMAT_OK = ("json", "application/json", "application/fhir+json")
+
+
+def _negotiate(request: Request) -> None:
+    fmt = request.query_params.get("_format")
+    if fmt is not None and fmt not in _FORMAT_OK:
+        raise NotAcceptable(f"_format '{fmt}' is not served; this server speaks FHIR JSON only")
+    accept = request.headers.get("accept", "")
+    if fmt is None and accept:
+        kinds = [part.split(";")[0].strip() for part in accept.split(",")]
+        if not any(kind in _ACCEPTABLE for kind in kinds):
+            raise NotAcceptable(f"Cannot answer with {accept}; use application/fhir+json")
+
+
+async def _json_body(request: Request, *, patch: bool = False) -> Any:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    allowed = ("application/json-patch+json",) if patch else _JSON_TYPES[:2]
+    if content_type not in allowed:
+        raise UnsupportedMediaType(
+            f"Content-Type '{content_type or 'none'}' is not accepted; send " + " or ".join(allowed)
+        )
+    return parse_json(await request.body())
+
+
+def _resource_headers(stored: StoredResource, fhir_base: str) -> dict[str, str]:
+    return {
+        "ETag": render.etag(stored),
+        "Last-Modified": render.last_modified(stored),
+        "Content-Location": f"{fhir_base}/{stored.resource_type}/{stored.id}"
+        f"/_history/{stored.version_id}",
+    }
+
+
+def _write_response(request: Request, result: WriteResult, fhir_base: str) -> Response:
+    stored = result.stored
+    headers = _resource_headers(stored, fhir_base)
+    status = 201 if result.created else 200
+    if result.created:
+        headers["Location"] = headers["Content-Location"]
+    prefer = _prefer_return(request)
+    if prefer == "minimal":
+        return Response(status_code=status, headers=headers)
+    if prefer == "OperationOutcome":
+        text = (
+            f"Created {stored.resource_type}/{stored.id}"
+            if result.created
+            else f"{'Updated' if result.changed else 'Unchanged'} "
+            f"{stored.resource_type}/{stored.id}"
+        )
+        return Response(
+            outcome_bytes([Issue("informational", text, severity="information")]),
+            status_code=status,
+            headers=headers,
+            media_type=FHIR_JSON,
+        )
+    return Response(
+        render.resource_bytes(stored), status_code=status, headers=headers, media_type=FHIR_JSON
+    )
+
+
+def _prefer_return(request: Request) -> str:
+    for part in request.headers.get("prefer", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.strip() == "return":
+            return value.strip().strip('"')
+    return "representation"
+
+
+def _prefer_strict(request: Request) -> bool:
+    return "handling=strict" in request.headers.get("prefer", "").replace(" ", "")
+
+
+@router.get("/metadata")
+def metadata(request: Request, services: ServicesDep) -> Response:
+    """Serve the CapabilityStatement (no authentication, as clients need it first)."""
+    _negotiate(request)
+    return Response(services.capability, media_type=FHIR_JSON)
+
+
+@router.post("")
+async def bundle(request: Request, repo: Repo, services: ServicesDep) -> Response:
+    """Process a batch or transaction Bundle."""
+    _negotiate(request)
+    body = await _json_body(request)
+    result = await _in_thread(process_bundle, repo, body, services.settings.fhir_base)
+    return Response(result, media_type=FHIR_JSON)
+
+
+async def _in_thread(func: Any, *args: Any, **kwargs: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(func, *args, **kwargs)
+
+
+def _search_response(
+    request: Request,
+    repo: Repo,
+    services: ServicesDep,
+    resource_type: str,
+    pairs: list[tuple[str, str]],
+) -> Response:
+    query = repo.parse_search(resource_type, pairs, strict=_prefer_strict(request))
+    result = repo.search(query)
+    body = render.search_bundle(
+        fhir_base=services.settings.fhir_base,
+        query=query,
+        matches=result.matches,
+        included=result.included,
+        total=result.total,
+        bundle_id=uuid.uuid4().hex,
+    )
+    return Response(body, media_type=FHIR_JSON)
+
+
+@router.get("/{resource_type}")
+def search(request: Request, resource_type: str, repo: Repo, services: ServicesDep) -> Response:
+    """Search with GET."""
+    _negotiate(request)
+    pairs = list(request.query_params.multi_items())
+    return _search_response(request, repo, services, resource_type, pairs)
+
+
+@router.post("/{resource_type}/_search")
+async def search_post(
+    request: Request, resource_type: str, repo: Repo, services: ServicesDep
+) -> Response:
+    """Search with POST (form-encoded parameters, optionally also in the URL)."""
+    _negotiate(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType(
+            "POST _search takes application/x-www-form-urlencoded parameters"
+        )
+    body = (await request.body()).decode("utf-8", "replace")
+    pairs = list(request.query_params.multi_items()) + parse_qsl(body, keep_blank_values=True)
+    return await _in_thread(_search_response, request, repo, services, resource_type, pairs)
+
+
+@router.post("/{resource_type}")
+async def create(
+    request: Request, resource_type: str, repo: Repo, services: ServicesDep
+) -> Response:
+    """Create, or conditionally create with If-None-Exist."""
+    _negotiate(request)
+    body = await _json_body(request)
+    result = await _in_thread(
+        repo.create,
+        resource=body,
+        resource_type=resource_type,
+        if_none_exist=request.headers.get("if-none-exist"),
+    )
+    return _write_response(request, result, services.settings.fhir_base)
+
+
+def _history_params(
+    request: Request,
+) -> tuple[int | None, int | None, int, int, list[tuple[str, str]]]:
+    params = request.query_params
+    since = before = None
+    extra: list[tuple[str, str]] = []
+    try:
+        if "_since" in params:
+            since = parse_date_range(params["_since"])[0]
+            extra.append(("_since", params["_since"]))
+        if "_at" in params:
+            low, high = parse_date_range(params["_at"])
+            since, before = low, high + 1
+            extra.append(("_at", params["_at"]))
+    except InvalidDate as exc:
+        raise BadRequest(str(exc)) from exc
+    count_text = params.get("_count", "20")
+    offset_text = params.get("_offset", "0")
+    if not count_text.isdigit() or not offset_text.isdigit():
+        raise BadRequest("_count and _offset must be non-negative integers")
+    return since, before, min(int(count_text), 500), int(offset_text), extra
+
+
+@router.get("/{resource_type}/_history")
+def type_history(
+    request: Request, resource_type: str, repo: Repo, services: ServicesDep
+) -> Response:
+    """History of all resources of a type."""
+    _negotiate(request)
+    since, before, count, offset, extra = _history_params(request)
+    page = repo.history(
+        resource_type=resource_type, id=None, since=since, before=before, count=count, offset=offset
+    )
+    body = render.history_bundle(
+        fhir_base=services.settings.fhir_base,
+        path=f"{resource_type}/_history",
+        entries=page.entries,
+        total=page.total,
+        count=count,
+        offset=offset,
+        extra_params=extra,
+        bundle_id=uuid.uuid4().hex,
+    )
+    return Response(body, media_type=FHIR_JSON)
+
+
+@router.get("/{resource_type}/{id}")
+def read(
+    request: Request, resource_type: str, id: str, repo: Repo, services: ServicesDep
+) -> Response:
+    """Read the current version."""
+    _negotiate(request)
+    stored = repo.read(resource_type=resource_type, id=id)
+    headers = _resource_headers(stored, services.settings.fhir_base)
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match and if_none_match.strip() == headers["ETag"]:
+        return Response(status_code=304, headers=headers)
+    summary = request.query_params.get("_summary")
+    elements = request.query_params.get("_elements")
+    if summary is not None and summary not in ("true", "false", "text", "data"):
+        raise BadRequest(f"_summary must be true, false, text or data on a read, not '{summary}'")
+    body = render.subset(
+        stored,
+        summary=summary,
+        elements=tuple(e.strip() for e in elements.split(",") if e.strip()) if elements else None,
+    )
+    return Response(body, headers=headers, media_type=FHIR_JSON)
+
+
+@router.put("/{resource_type}/{id}")
+async def update(
+    request: Request, resource_type: str, id: str, repo: Repo, services: ServicesDep
+) -> Response:
+    """Update (or create with the client's id)."""
+    _negotiate(request)
+    body = await _json_body(request)
+    result = await _in_thread(
+        repo.update,
+        resource_type=resource_type,
+        id=id,
+        resource=body,
+        if_match=request.headers.get("if-match"),
+    )
+    return _write_response(request, result, services.settings.fhir_base)
+
+
+@router.patch("/{resource_type}/{id}")
+async def patch(
+    request: Request, resource_type: str, id: str, repo: Repo, services: ServicesDep
+) -> Response:
+    """Patch with a JSON Patch document."""
+    _negotiate(request)
+    body = await _json_body(request, patch=True)
+    result = await _in_thread(
+        repo.patch,
+        resource_type=resource_type,
+        id=id,
+        operations=body,
+        if_match=request.headers.get("if-match"),
+    )
+    return _write_response(request, result, services.settings.fhir_base)
+
+
+@router.delete("/{resource_type}/{id}")
+def delete(request: Request, resource_type: str, id: str, repo: Repo) -> Response:
+    """Delete; later reads answer 410 Gone."""
+    tombstone = repo.delete(resource_type=resource_type, id=id)
+    headers = {"ETag": render.etag(tombstone)} if tombstone is not None else {}
+    return Response(status_code=204, headers=headers)
+
+
+@router.get("/{resource_type}/{id}/_history")
+def instance_history(
+    request: Request, resource_type: str, id: str, repo: Repo, services: ServicesDep
+) -> Response:
+    """History of one resource."""
+    _negotiate(request)
+    since, before, count, offset, extra = _history_params(request)
+    page = repo.history(
+        resource_type=resource_type, id=id, since=since, before=before, count=count, offset=offset
+    )
+    body = render.history_bundle(
+        fhir_base=services.settings.fhir_base,
+        path=f"{resource_type}/{id}/_history",
+        entries=page.entries,
+        total=page.total,
+        count=count,
+        offset=offset,
+        extra_params=extra,
+        bundle_id=uuid.uuid4().hex,
+    )
+    return Response(body, media_type=FHIR_JSON)
+
+
+@router.get("/{resource_type}/{id}/_history/{version_id}")
+def vread(
+    request: Request,
+    resource_type: str,
+    id: str,
+    version_id: str,
+    repo: Repo,
+    services: ServicesDep,
+) -> Response:
+    """Read one version."""
+    _negotiate(request)
+    stored = repo.vread(resource_type=resource_type, id=id, version_id=version_id)
+    headers = _resource_headers(stored, services.settings.fhir_base)
+    return Response(render.resource_bytes(stored), headers=headers, media_type=FHIR_JSON)

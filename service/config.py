@@ -1,0 +1,79 @@
+"""Settings from the environment (prefix ``STAFETT_``), one object for the whole service."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Every runtime setting of Stafett; see docs/OPERATIONS.md for the full list."""
+
+    model_config = SettingsConfigDict(env_prefix="STAFETT_", extra="ignore")
+
+    environment: str = Field(default="development", description="development | test | production")
+    data_dir: Path = Field(
+        default=Path(".stafett"), description="Folder for the embedded database and dev keys."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; PostgreSQL in production. Unset: SQLite under data_dir.",
+    )
+    database_pool_size: int = Field(default=10, ge=1)
+    auto_migrate: bool = Field(
+        default=False,
+        description="Run database migrations at start (always on for the embedded SQLite).",
+    )
+    base_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Public base URL; FHIR links and Location headers are built on it + /fhir.",
+    )
+    dev_auth: bool = Field(
+        default=False,
+        description="Trust the local dev token issuer (stafett token). Never in production.",
+    )
+    audience: str = Field(default="stafett", description="Required `aud` of bearer tokens.")
+    trusted_issuers: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON object issuer -> JWKS URL, e.g. {"https://helseid-sts.nhn.no": "..."}.',
+    )
+    jwks_cache_seconds: int = Field(default=300, ge=0)
+    max_request_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    default_page_size: int = Field(default=20, ge=1)
+    max_page_size: int = Field(default=500, ge=1)
+    log_level: str = Field(default="INFO")
+    log_json: bool = Field(default=True, description="One JSON object per log line.")
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Self:
+        if self.environment == "production":
+            if self.dev_auth:
+                raise ValueError("STAFETT_DEV_AUTH must not be on in production")
+            if self.database_url is None or self.database_url.startswith("sqlite"):
+                raise ValueError("production needs STAFETT_DATABASE_URL pointing at PostgreSQL")
+            if not self.trusted_issuers:
+                raise ValueError("production needs STAFETT_TRUSTED_ISSUERS")
+        return self
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        """Return the configured database URL, or the embedded SQLite file under data_dir."""
+        if self.database_url:
+            url = self.database_url
+            # Accept plain libpq URLs; SQLAlchemy needs the psycopg 3 driver named.
+            for prefix in ("postgresql://", "postgres://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg://" + url[len(prefix) :]
+            return url
+        return f"sqlite:///{(self.data_dir / 'stafett.db').resolve()}"
+
+    @property
+    def fhir_base(self) -> str:
+        """Return the public FHIR base URL."""
+        return self.base_url.rstrip("/") + "/fhir"

@@ -1,0 +1,1 @@
+"""FHIR R4 specification data, validation and JSON helpers."""

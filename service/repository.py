@@ -1,0 +1,613 @@
+"""The per-request FHIR repository: every interaction, validated and passed through the policy.
+
+Routes and bundle processing call only this class, so no path can skip validation or the
+access policy (service/access.py). Interactions follow https://hl7.org/fhir/R4/http.html.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jsonpatch
+import orjson
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
+
+from service.access import AccessPolicy, RequestContext
+from service.auth import Interaction
+from service.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    InvalidResource,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+)
+from service.fhir.spec import SUPPORTED_RESOURCE_TYPES
+from service.fhir.validation import WRITABLE_TYPES, validate_resource
+from service.search import sql as search_sql
+from service.search.extract import CompiledParam
+from service.search.query import Include, SearchQuery, parse_search
+from service.search.values import micros_to_instant, now_micros
+from service.storage.database import Database
+from service.storage.schema import search_reference
+from service.storage.store import HistoryPage, SqlStore, StoredResource, VersionMismatch
+
+__all__ = ["FhirRepository", "RepositoryConfig", "SearchResult", "WriteResult"]
+
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+_MAX_INCLUDES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Outcome of a write: the stored version and whether it was newly created."""
+
+    stored: StoredResource
+    created: bool
+    changed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """One page of matches, the included resources and the total (None if not counted)."""
+
+    query: SearchQuery
+    matches: list[StoredResource]
+    included: list[StoredResource]
+    total: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryConfig:
+    """What the repository shares across requests: database, store, policy and limits."""
+
+    database: Database
+    store: SqlStore
+    policy: AccessPolicy
+    base_url: str
+    default_page_size: int
+    max_page_size: int
+
+    def search_params(self) -> Mapping[str, Mapping[str, CompiledParam]]:
+        """Return indexed search parameters by type and code."""
+        return {t: self.store.indexer.params(t) for t in SUPPORTED_RESOURCE_TYPES}
+
+
+def is_valid_id(value: str) -> bool:
+    """Return whether value is a FHIR id: 1-64 of [A-Za-z0-9-.]."""
+    return 0 < len(value) <= 64 and all(ch in _ID_CHARS for ch in value)
+
+
+def _check_type(resource_type: str) -> None:
+    if resource_type not in SUPPORTED_RESOURCE_TYPES:
+        raise NotFound(f"Resource type '{resource_type}' is not supported by this server")
+
+
+def _check_id(id: str) -> None:
+    if not is_valid_id(id):
+        raise BadRequest(f"'{id}' is not a valid FHIR id (1-64 characters of A-Z a-z 0-9 - .)")
+
+
+def finalise(data: dict[str, Any], *, id: str, version_id: int, last_updated: int) -> str:
+    """Set id and meta on a validated resource and return its stored JSON text."""
+    meta = dict(data.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = micros_to_instant(last_updated)
+    ordered: dict[str, Any] = {"resourceType": data["resourceType"], "id": id, "meta": meta}
+    for key, value in data.items():
+        if key not in ordered:
+            ordered[key] = value
+    data.clear()
+    data.update(ordered)
+    return orjson.dumps(ordered).decode()
+
+
+def _without_meta(data: Mapping[str, Any]) -> dict[str, Any]:
+    meta = dict(data.get("meta") or {})
+    meta.pop("versionId", None)
+    meta.pop("lastUpdated", None)
+    stripped = {k: v for k, v in data.items() if k != "meta"}
+    if meta:
+        stripped["meta"] = meta
+    return stripped
+
+
+class FhirRepository:
+    """FHIR interactions for one caller, each checked by the access policy."""
+
+    def __init__(self, config: RepositoryConfig, ctx: RequestContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self._db = config.database
+        self._store = config.store
+        self._policy = config.policy
+
+    # -- transactions -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _tx(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+            return
+        with self._db.write() as new_conn:
+            yield new_conn
+
+    @contextlib.contextmanager
+    def _ro(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+            return
+        with self._db.read() as new_conn:
+            yield new_conn
+
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """Open one database transaction for several interactions (transaction Bundles)."""
+        return self._db.write()
+
+    # -- read -----------------------------------------------------------------------------
+    def read(
+        self, *, resource_type: str, id: str, conn: Connection | None = None
+    ) -> StoredResource:
+        """Read the current version ([read](https://hl7.org/fhir/R4/http.html#read))."""
+        _check_type(resource_type)
+        self._policy.check_interaction(self.ctx, Interaction.READ, resource_type)
+        with self._ro(conn) as c:
+            stored = self._store.read(c, resource_type=resource_type, id=id)
+        if stored is None or not self._policy.can_read(self.ctx, stored):
+            raise NotFound(f"{resource_type}/{id} is not known")
+        if stored.deleted:
+            raise Gone(f"{resource_type}/{id} was deleted (version {stored.version_id})")
+        return stored
+
+    def vread(
+        self, *, resource_type: str, id: str, version_id: str, conn: Connection | None = None
+    ) -> StoredResource:
+        """Read one version ([vread](https://hl7.org/fhir/R4/http.html#vread))."""
+        _check_type(resource_type)
+        self._policy.check_interaction(self.ctx, Interaction.READ, resource_type)
+        if not version_id.isdigit():
+            raise NotFound(f"{resource_type}/{id} has no version '{version_id}'")
+        with self._ro(conn) as c:
+            stored = self._store.vread(
+                c, resource_type=resource_type, id=id, version_id=int(version_id)
+            )
+            current = self._store.read(c, resource_type=resource_type, id=id)
+        # the consent decision is made on the current content; a tombstone carries none
+        if stored is None or current is None or not self._policy.can_read(self.ctx, current):
+            raise NotFound(f"{resource_type}/{id} has no version '{version_id}'")
+        if stored.deleted:
+            raise Gone(f"{resource_type}/{id} version {version_id} is a deletion")
+        return stored
+
+    # -- create ---------------------------------------------------------------------------
+    def create(
+        self,
+        *,
+        resource: Any,
+        resource_type: str | None = None,
+        if_none_exist: str | None = None,
+        id: str | None = None,
+        conn: Connection | None = None,
+    ) -> WriteResult:
+        """Create with a server id, or find the match of If-None-Exist (conditional create)."""
+        if resource_type is not None:
+            _check_type(resource_type)
+        self._check_writable(resource_type or _type_of(resource))
+        resource_type = validate_resource(resource, expected_type=resource_type)
+        self._policy.check_interaction(self.ctx, Interaction.CREATE, resource_type)
+        data: dict[str, Any] = dict(resource)
+        with self._tx(conn) as c:
+            if if_none_exist:
+                existing = self.find_conditional(
+                    resource_type=resource_type, criteria=if_none_exist, conn=c
+                )
+                if existing is not None:
+                    return WriteResult(stored=existing, created=False, changed=False)
+            new_id = id or str(uuid.uuid4())
+            self._policy.check_write(
+                self.ctx,
+                interaction=Interaction.CREATE,
+                resource_type=resource_type,
+                current=None,
+                proposed=data,
+            )
+            stored = self._insert_new(c, resource_type, new_id, data, method="POST")
+        return WriteResult(stored=stored, created=True)
+
+    def find_conditional(
+        self, *, resource_type: str, criteria: str, conn: Connection | None
+    ) -> StoredResource | None:
+        """Return the one resource matching conditional criteria, None, or raise 412."""
+        _check_type(resource_type)
+        self._policy.check_interaction(self.ctx, Interaction.SEARCH, resource_type)
+        pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        if not pairs:
+            raise BadRequest("If-None-Exist must carry search criteria, e.g. identifier=sys|val")
+        query = parse_search(
+            resource_type,
+            pairs,
+            known=self.config.search_params(),
+            default_count=2,
+            max_count=2,
+            strict=True,
+        )
+        query.count = 2
+        extra = self._policy.search_filter(self.ctx, resource_type)
+        with self._ro(conn) as c:
+            matches = self._search_rows(c, query, extra)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"If-None-Exist '{criteria}' matches more than one {resource_type}"
+            )
+        if matches and not self._policy.can_read(self.ctx, matches[0]):
+            raise PreconditionFailed(
+                f"If-None-Exist '{criteria}' matches a {resource_type} you may not see"
+            )
+        return matches[0] if matches else None
+
+    def _insert_new(
+        self, conn: Connection, resource_type: str, id: str, data: dict[str, Any], *, method: str
+    ) -> StoredResource:
+        last_updated = now_micros()
+        content = finalise(data, id=id, version_id=1, last_updated=last_updated)
+        try:
+            with conn.begin_nested():
+                self._store.write(
+                    conn,
+                    resource_type=resource_type,
+                    id=id,
+                    version_id=1,
+                    last_updated=last_updated,
+                    content=content,
+                    data=data,
+                    method=method,
+                    previous_version=None,
+                )
+        except IntegrityError as exc:
+            raise Conflict(f"{resource_type}/{id} was created concurrently; retry") from exc
+        return StoredResource(resource_type, id, 1, last_updated, False, content)
+
+    # -- update ---------------------------------------------------------------------------
+    def update(
+        self,
+        *,
+        resource_type: str,
+        id: str,
+        resource: Any,
+        if_match: str | None = None,
+        conn: Connection | None = None,
+        method: str = "PUT",
+    ) -> WriteResult:
+        """Update, or create with the client's id ([update](https://hl7.org/fhir/R4/http.html#update))."""
+        _check_type(resource_type)
+        self._check_writable(resource_type)
+        _check_id(id)
+        validate_resource(resource, expected_type=resource_type)
+        body_id = resource.get("id")
+        if body_id is None:
+            raise BadRequest("The resource in an update must carry its id")
+        if body_id != id:
+            raise BadRequest(f"The resource id '{body_id}' does not match the URL id '{id}'")
+        self._policy.check_interaction(self.ctx, Interaction.UPDATE, resource_type)
+        expected = _parse_if_match(if_match)
+        data: dict[str, Any] = dict(resource)
+        with self._tx(conn) as c:
+            current = self._store.lock_current(c, resource_type=resource_type, id=id)
+            if current is None:
+                if expected is not None:
+                    raise PreconditionFailed(
+                        f"If-Match names version {expected} but {resource_type}/{id} does not exist"
+                    )
+                self._policy.check_interaction(self.ctx, Interaction.CREATE, resource_type)
+                self._policy.check_write(
+                    self.ctx,
+                    interaction=Interaction.CREATE,
+                    resource_type=resource_type,
+                    current=None,
+                    proposed=data,
+                )
+                stored = self._insert_new(c, resource_type, id, data, method=method)
+                return WriteResult(stored=stored, created=True)
+            if not current.deleted and not self._policy.can_read(self.ctx, current):
+                raise NotFound(f"{resource_type}/{id} is not known")
+            if expected is not None and expected != current.version_id:
+                raise PreconditionFailed(
+                    f"{resource_type}/{id} is at version {current.version_id}, "
+                    f"not {expected} as If-Match requires"
+                )
+            if not current.deleted and _without_meta(current.data) == _without_meta(data):
+                # no change: keep the version, as clients retrying an update expect
+                return WriteResult(stored=current, created=False, changed=False)
+            self._policy.check_write(
+                self.ctx,
+                interaction=Interaction.UPDATE,
+                resource_type=resource_type,
+                current=None if current.deleted else current.data,
+                proposed=data,
+            )
+            version_id = current.version_id + 1
+            last_updated = max(now_micros(), current.last_updated + 1)
+            content = finalise(data, id=id, version_id=version_id, last_updated=last_updated)
+            try:
+                self._store.write(
+                    c,
+                    resource_type=resource_type,
+                    id=id,
+                    version_id=version_id,
+                    last_updated=last_updated,
+                    content=content,
+                    data=data,
+                    method=method,
+                    previous_version=current.version_id,
+                )
+            except VersionMismatch as exc:
+                raise Conflict(f"{resource_type}/{id} was changed concurrently; retry") from exc
+            stored = StoredResource(resource_type, id, version_id, last_updated, False, content)
+            return WriteResult(stored=stored, created=current.deleted)
+
+    def patch(
+        self,
+        *,
+        resource_type: str,
+        id: str,
+        operations: Any,
+        if_match: str | None = None,
+        conn: Connection | None = None,
+    ) -> WriteResult:
+        """Apply a JSON Patch ([patch](https://hl7.org/fhir/R4/http.html#patch))."""
+        _check_type(resource_type)
+        self._check_writable(resource_type)
+        if not isinstance(operations, list):
+            raise BadRequest("A JSON Patch document must be a JSON array of operations")
+        with self._tx(conn) as c:
+            current = self.read(resource_type=resource_type, id=id, conn=c)
+            expected = _parse_if_match(if_match)
+            if expected is not None and expected != current.version_id:
+                raise PreconditionFailed(
+                    f"{resource_type}/{id} is at version {current.version_id}, not {expected}"
+                )
+            try:
+                patched = jsonpatch.apply_patch(current.data, operations)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+                raise InvalidResource(f"The JSON Patch cannot be applied: {exc}") from exc
+            except (TypeError, ValueError, KeyError) as exc:
+                raise BadRequest(f"The JSON Patch is malformed: {exc}") from exc
+            if not isinstance(patched, dict):
+                raise InvalidResource("The JSON Patch must leave a resource object")
+            if patched.get("resourceType") != resource_type or patched.get("id") != id:
+                raise InvalidResource("A patch may not change the resourceType or the id")
+            return self.update(
+                resource_type=resource_type,
+                id=id,
+                resource=patched,
+                if_match=str(current.version_id),
+                conn=c,
+                method="PATCH",
+            )
+
+    # -- delete ---------------------------------------------------------------------------
+    def delete(
+        self, *, resource_type: str, id: str, conn: Connection | None = None
+    ) -> StoredResource | None:
+        """Delete as a new versioned tombstone; return it, or None if nothing was live."""
+        _check_type(resource_type)
+        self._check_writable(resource_type)
+        self._policy.check_interaction(self.ctx, Interaction.DELETE, resource_type)
+        with self._tx(conn) as c:
+            current = self._store.lock_current(c, resource_type=resource_type, id=id)
+            if current is None or current.deleted:
+                return None
+            if not self._policy.can_read(self.ctx, current):
+                raise NotFound(f"{resource_type}/{id} is not known")
+            self._policy.check_write(
+                self.ctx,
+                interaction=Interaction.DELETE,
+                resource_type=resource_type,
+                current=current.data,
+                proposed=None,
+            )
+            last_updated = max(now_micros(), current.last_updated + 1)
+            try:
+                version_id = self._store.write_tombstone(
+                    c, current=current, last_updated=last_updated
+                )
+            except VersionMismatch as exc:
+                raise Conflict(f"{resource_type}/{id} was changed concurrently; retry") from exc
+            return StoredResource(resource_type, id, version_id, last_updated, True, None)
+
+    # -- history --------------------------------------------------------------------------
+    def history(
+        self,
+        *,
+        resource_type: str,
+        id: str | None,
+        since: int | None,
+        before: int | None,
+        count: int,
+        offset: int,
+    ) -> HistoryPage:
+        """Return instance or type history, newest first, hiding what the caller may not see."""
+        _check_type(resource_type)
+        self._policy.check_interaction(
+            self.ctx, Interaction.READ if id else Interaction.SEARCH, resource_type
+        )
+        with self._db.read() as c:
+            if id is not None:
+                current = self._store.read(c, resource_type=resource_type, id=id)
+                if current is None or not self._policy.can_read(self.ctx, current):
+                    raise NotFound(f"{resource_type}/{id} is not known")
+            page = self._store.history(
+                c,
+                resource_type=resource_type,
+                id=id,
+                since=since,
+                before=before,
+                count=count,
+                offset=offset,
+            )
+            if id is not None:
+                return page
+            # type history: each entry is shown only if its resource may be read now
+            keys = {(e.resource_type, e.id) for e in page.entries}
+            visible = {
+                (s.resource_type, s.id)
+                for s in self._store.read_many(c, sorted(keys))
+                if self._policy.can_read(self.ctx, s)
+            } | {
+                (e.resource_type, e.id)
+                for e in page.entries
+                if e.deleted and self._policy.can_read(self.ctx, e)
+            }
+        entries = [e for e in page.entries if (e.resource_type, e.id) in visible]
+        return HistoryPage(entries=entries, total=page.total)
+
+    # -- search ---------------------------------------------------------------------------
+    def parse_search(
+        self, resource_type: str, params: Sequence[tuple[str, str]], *, strict: bool = False
+    ) -> SearchQuery:
+        """Parse search parameters for a type."""
+        _check_type(resource_type)
+        return parse_search(
+            resource_type,
+            params,
+            known=self.config.search_params(),
+            default_count=self.config.default_page_size,
+            max_count=self.config.max_page_size,
+            strict=strict,
+        )
+
+    def search(self, query: SearchQuery, *, conn: Connection | None = None) -> SearchResult:
+        """Run a search ([search](https://hl7.org/fhir/R4/search.html)) with includes."""
+        self._policy.check_interaction(self.ctx, Interaction.SEARCH, query.resource_type)
+        extra = self._policy.search_filter(self.ctx, query.resource_type)
+        with self._ro(conn) as c:
+            total: int | None = None
+            if query.summary == "count" or query.total != "none":
+                total = int(
+                    c.execute(
+                        search_sql.count_statement(
+                            query, base_url=self.config.base_url, extra=extra
+                        )
+                    ).scalar_one()
+                )
+            if query.summary == "count" or query.count == 0:
+                return SearchResult(query=query, matches=[], included=[], total=total)
+            matches = [
+                m for m in self._search_rows(c, query, extra) if self._policy.can_read(self.ctx, m)
+            ]
+            included = self._includes(c, query, matches)
+        return SearchResult(query=query, matches=matches, included=included, total=total)
+
+    def _search_rows(
+        self, conn: Connection, query: SearchQuery, extra: Any = None
+    ) -> list[StoredResource]:
+        stmt = search_sql.page_statement(query, base_url=self.config.base_url, extra=extra)
+        return [StoredResource(*row) for row in conn.execute(stmt)]
+
+    def _includes(
+        self, conn: Connection, query: SearchQuery, matches: list[StoredResource]
+    ) -> list[StoredResource]:
+        if not matches or not (query.includes or query.revincludes):
+            return []
+        seen = {(m.resource_type, m.id) for m in matches}
+        found: list[StoredResource] = []
+        frontier = matches
+        for iteration in range(3):
+            keys: set[tuple[str, str]] = set()
+            for include in query.includes:
+                if iteration and not include.iterate:
+                    continue
+                keys |= self._include_targets(conn, include, frontier)
+            for include in query.revincludes:
+                if iteration and not include.iterate:
+                    continue
+                keys |= self._revinclude_sources(conn, include, frontier)
+            keys -= seen
+            if not keys:
+                break
+            batch = []
+            for stored in self._store.read_many(conn, sorted(keys)[:_MAX_INCLUDES]):
+                if self._may_read_type(stored.resource_type) and self._policy.can_read(
+                    self.ctx, stored
+                ):
+                    batch.append(stored)
+            seen |= keys
+            found.extend(batch)
+            frontier = batch
+            if len(found) >= _MAX_INCLUDES:
+                break
+        return found[:_MAX_INCLUDES]
+
+    def _include_targets(
+        self, conn: Connection, include: Include, sources: list[StoredResource]
+    ) -> set[tuple[str, str]]:
+        ids = [s.id for s in sources if s.resource_type == include.source_type]
+        if not ids:
+            return set()
+        stmt = select(search_reference.c.target_type, search_reference.c.target_id).where(
+            search_reference.c.resource_type == include.source_type,
+            search_reference.c.resource_id.in_(ids),
+            search_reference.c.target_type.is_not(None),
+        )
+        if include.param != "*":
+            stmt = stmt.where(search_reference.c.param == include.param)
+        if include.target_type:
+            stmt = stmt.where(search_reference.c.target_type == include.target_type)
+        return {(t, i) for t, i in conn.execute(stmt) if t in SUPPORTED_RESOURCE_TYPES}
+
+    def _revinclude_sources(
+        self, conn: Connection, include: Include, targets: list[StoredResource]
+    ) -> set[tuple[str, str]]:
+        by_type: dict[str, list[str]] = {}
+        for target in targets:
+            by_type.setdefault(target.resource_type, []).append(target.id)
+        keys: set[tuple[str, str]] = set()
+        for target_type, ids in by_type.items():
+            if include.target_type and include.target_type != target_type:
+                continue
+            stmt = select(search_reference.c.resource_type, search_reference.c.resource_id).where(
+                search_reference.c.resource_type == include.source_type,
+                search_reference.c.target_type == target_type,
+                search_reference.c.target_id.in_(ids),
+            )
+            if include.param != "*":
+                stmt = stmt.where(search_reference.c.param == include.param)
+            keys |= {(t, i) for t, i in conn.execute(stmt)}
+        return keys
+
+    # -- helpers --------------------------------------------------------------------------
+    def _may_read_type(self, resource_type: str) -> bool:
+        try:
+            self._policy.check_interaction(self.ctx, Interaction.READ, resource_type)
+        except Forbidden:
+            return False
+        return True
+
+    def _check_writable(self, resource_type: str) -> None:
+        if resource_type in SUPPORTED_RESOURCE_TYPES and resource_type not in WRITABLE_TYPES:
+            raise MethodNotAllowed(f"{resource_type} is read-only: Stafett writes it itself")
+
+
+def _type_of(resource: Any) -> str:
+    if isinstance(resource, Mapping) and isinstance(resource.get("resourceType"), str):
+        return str(resource["resourceType"])
+    return ""
+
+
+def _parse_if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise BadRequest(f"If-Match must be an ETag like W/\"3\", not '{value}'")
+    return int(text)

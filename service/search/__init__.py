@@ -1,0 +1,1 @@
+"""FHIR search: value extraction for the index, parameter parsing and SQL building."""

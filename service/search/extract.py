@@ -1,0 +1,380 @@
+"""Extract search-index values from a resource with the R4 search parameters' FHIRPath.
+
+The R4 definitions use a small FHIRPath subset for the types Stafett serves: dotted paths,
+``(X as T)`` / ``.as(T)`` casts of choice elements, ``.where(resolve() is T)`` on references,
+``.where(system='x')`` on contact points and one boolean test for Patient.deceased. Those are
+compiled once into step lists; anything else is refused at start-up so an unsupported
+parameter can never be advertised.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.fhir import spec
+from service.search.values import (
+    MAX_MICROS,
+    MIN_MICROS,
+    InvalidDate,
+    normalise_string,
+    parse_date_range,
+)
+
+__all__ = [
+    "CompiledParam",
+    "IndexRows",
+    "ResourceIndexer",
+    "UnsupportedExpression",
+    "parse_reference",
+]
+
+# Search parameter types Stafett indexes; others (composite, quantity, number, special) are not
+# used by the resource types served and are left out of the CapabilityStatement.
+INDEXED_TYPES = frozenset({"token", "string", "date", "reference", "uri"})
+# Parameters that need a full-text engine or server-side stored queries; not offered.
+NOT_OFFERED = frozenset({"_content", "_text", "_query", "_list", "_has", "_type", "phonetic"})
+_MAX_INDEXED = 512
+
+
+class UnsupportedExpression(ValueError):
+    """A FHIRPath expression outside the subset this indexer compiles."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    name: str
+    cast: str | None = None  # choice type suffix, e.g. "CodeableConcept" for value[x]
+    resolve_is: str | None = None  # keep references to this resource type only
+    where_system: str | None = None  # keep ContactPoints of this system only
+
+
+@dataclass(frozen=True, slots=True)
+class _Path:
+    steps: tuple[_Step, ...]
+    truthy: bool = False  # "X.exists() and X != false": index a boolean token
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledParam:
+    """A search parameter compiled for one resource type."""
+
+    code: str
+    type: str
+    paths: tuple[_Path, ...]
+    target: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class IndexRows:
+    """Index values of one resource, grouped by index table."""
+
+    tokens: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    strings: list[tuple[str, str, str]] = field(default_factory=list)
+    dates: list[tuple[str, int, int]] = field(default_factory=list)
+    references: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
+
+
+_STEP_RE = re.compile(
+    r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"(?:\.as\((?P<as>[A-Za-z]+)\))?"
+    r"(?:\.where\(resolve\(\) is (?P<resolve>[A-Za-z]+)\))?"
+    r"(?:\.where\(system='(?P<system>[a-z]+)'\))?$"
+)
+
+
+def _split_steps(path: str) -> list[str]:
+    """Split a dotted path on dots outside parentheses, keeping `.as(...)`/`.where(...)` attached."""
+    parts: list[str] = []
+    depth = 0
+    current = ""
+    for ch in path:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "." and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    # re-attach function calls (`as(..)`, `where(..)`) to the element they apply to
+    merged: list[str] = []
+    for part in parts:
+        if merged and (part.startswith(("as(", "where(", "exists(")) or part == "exists()"):
+            merged[-1] += "." + part
+        else:
+            merged.append(part)
+    return merged
+
+
+def _compile_alternative(expression: str, resource_type: str) -> _Path:
+    text = expression.strip()
+    truthy = False
+    deceased = re.fullmatch(r"(\S+)\.exists\(\) and (\S+) != false", text)
+    if deceased and deceased.group(1) == deceased.group(2):
+        text, truthy = deceased.group(1), True
+    cast: str | None = None
+    cast_match = re.fullmatch(r"\((.+) as ([A-Za-z]+)\)", text)
+    if cast_match:
+        text, cast = cast_match.group(1), cast_match.group(2)
+    raw_steps = _split_steps(text)
+    if raw_steps[0] not in (resource_type, "Resource", "DomainResource"):
+        raise UnsupportedExpression(f"{expression!r} does not start at {resource_type}")
+    steps: list[_Step] = []
+    for raw in raw_steps[1:]:
+        match = _STEP_RE.match(raw)
+        if match is None:
+            raise UnsupportedExpression(f"cannot compile step {raw!r} of {expression!r}")
+        step_cast = match.group("as")
+        steps.append(
+            _Step(
+                name=match.group("name"),
+                cast=_upper_first(step_cast) if step_cast else None,
+                resolve_is=match.group("resolve"),
+                where_system=match.group("system"),
+            )
+        )
+    if not steps:
+        raise UnsupportedExpression(f"{expression!r} selects nothing")
+    if cast is not None:
+        last = steps[-1]
+        steps[-1] = _Step(last.name, _upper_first(cast), last.resolve_is, last.where_system)
+    return _Path(tuple(steps), truthy)
+
+
+def _upper_first(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+def compile_param(definition: spec.SearchParamDef, resource_type: str) -> CompiledParam:
+    """Compile one search parameter's expression for a resource type."""
+    alternatives = [alt for alt in _split_union(definition.expression) if alt.strip()]
+    paths = tuple(_compile_alternative(alt, resource_type) for alt in alternatives)
+    return CompiledParam(definition.code, definition.type, paths, tuple(definition.target))
+
+
+def _split_union(expression: str) -> list[str]:
+    parts: list[str] = []
+    depth = 0
+    current = ""
+    for ch in expression:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "|" and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return parts
+
+
+def _children(node: Any, step: _Step) -> Iterator[Any]:
+    if not isinstance(node, dict):
+        return
+    if step.cast is not None:
+        values = node.get(step.name + step.cast)
+    else:
+        values = node.get(step.name)
+        if values is None:
+            # a choice element (value[x]) without a cast: any of its typed forms
+            prefix_len = len(step.name)
+            for key, candidate in node.items():
+                if (
+                    len(key) > prefix_len
+                    and key.startswith(step.name)
+                    and key[prefix_len].isupper()
+                ):
+                    yield from _flatten(candidate)
+            return
+    yield from _flatten(values)
+
+
+def _flatten(values: Any) -> Iterator[Any]:
+    if values is None:
+        return
+    if isinstance(values, list):
+        yield from (value for value in values if value is not None)
+    else:
+        yield values
+
+
+def parse_reference(reference: str, base_url: str) -> tuple[str | None, str | None, str | None]:
+    """Split a reference into (type, id, url): local refs get type/id, foreign ones keep url."""
+    if reference.startswith("#"):
+        return None, None, None
+    local = reference
+    if reference.startswith(base_url + "/"):
+        local = reference[len(base_url) + 1 :]
+    elif "://" in reference or reference.startswith(("urn:", "http:", "https:")):
+        return None, None, reference
+    parts = local.split("/")
+    if (
+        len(parts) >= 2
+        and parts[0][:1].isupper()
+        and 0 < len(parts[1]) <= 64
+        and all(ch.isalnum() or ch in "-." for ch in parts[1])
+    ):
+        return parts[0], parts[1], None
+    return None, None, reference
+
+
+class ResourceIndexer:
+    """Turns a resource into index rows, one compiled parameter set per resource type."""
+
+    def __init__(self, *, base_url: str) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._params: dict[str, tuple[CompiledParam, ...]] = {}
+        for resource_type in spec.SUPPORTED_RESOURCE_TYPES:
+            self._params[resource_type] = tuple(self._compile_all(resource_type))
+
+    def _compile_all(self, resource_type: str) -> Iterator[CompiledParam]:
+        definitions: dict[str, spec.SearchParamDef] = {
+            **{
+                code: definition
+                for code, definition in spec.common_search_params().items()
+                if code not in ("_id", "_lastUpdated")  # served from the resources table
+            },
+            **spec.search_params(resource_type),
+        }
+        for code, definition in sorted(definitions.items()):
+            if definition.type not in INDEXED_TYPES or code in NOT_OFFERED:
+                continue
+            if not definition.expression:
+                continue
+            yield compile_param(definition, resource_type)
+
+    def params(self, resource_type: str) -> Mapping[str, CompiledParam]:
+        """Return the indexed parameters of a resource type by code."""
+        return {param.code: param for param in self._params.get(resource_type, ())}
+
+    def index(self, resource: Mapping[str, Any]) -> IndexRows:
+        """Extract every index value of a resource."""
+        rows = IndexRows()
+        for param in self._params.get(str(resource["resourceType"]), ()):
+            for path in param.paths:
+                for value in self._evaluate(resource, path):
+                    self._add(rows, param, path, value)
+        return rows
+
+    def _evaluate(self, resource: Mapping[str, Any], path: _Path) -> Iterator[Any]:
+        nodes: list[Any] = [resource]
+        for step in path.steps:
+            next_nodes: list[Any] = []
+            for node in nodes:
+                for child in _children(node, step):
+                    if step.where_system is not None and (
+                        not isinstance(child, dict) or child.get("system") != step.where_system
+                    ):
+                        continue
+                    if step.resolve_is is not None and not self._reference_is(
+                        child, step.resolve_is
+                    ):
+                        continue
+                    next_nodes.append(child)
+            nodes = next_nodes
+            if not nodes:
+                return
+        if path.truthy:
+            yield from (True for node in nodes[:1] if node is not False)
+            return
+        yield from nodes
+
+    def _reference_is(self, node: Any, resource_type: str) -> bool:
+        if not isinstance(node, dict) or not isinstance(node.get("reference"), str):
+            return False
+        target_type, _, _ = parse_reference(node["reference"], self._base_url)
+        return target_type == resource_type
+
+    def _add(self, rows: IndexRows, param: CompiledParam, path: _Path, value: Any) -> None:
+        kind = param.type
+        if kind in ("token", "uri"):
+            for system, code in _tokens(value):
+                rows.tokens.append((param.code, _clip(system), _clip(code)))
+        elif kind == "string":
+            for text in _strings(value):
+                rows.strings.append((param.code, _clip(normalise_string(text)), text))
+        elif kind == "date":
+            for low, high in _dates(value):
+                rows.dates.append((param.code, low, high))
+        elif kind == "reference":
+            self._add_reference(rows, param.code, value)
+
+    def _add_reference(self, rows: IndexRows, code: str, value: Any) -> None:
+        if isinstance(value, str):  # canonical
+            rows.references.append((code, None, None, value))
+            return
+        if not isinstance(value, dict):
+            return
+        reference = value.get("reference")
+        if isinstance(reference, str):
+            target_type, target_id, url = parse_reference(reference, self._base_url)
+            if target_type or url:
+                rows.references.append((code, target_type, target_id, url))
+        identifier = value.get("identifier")
+        if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
+            # serves the :identifier modifier (logical references by e.g. org.nr)
+            rows.tokens.append(
+                (f"{code}:identifier", _clip(identifier.get("system")), _clip(identifier["value"]))
+            )
+
+
+def _clip(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return value[:_MAX_INDEXED]
+
+
+def _tokens(value: Any) -> Iterator[tuple[str | None, str | None]]:
+    if isinstance(value, bool):
+        yield None, "true" if value else "false"
+    elif isinstance(value, str):
+        yield None, value
+    elif isinstance(value, dict):
+        if "coding" in value or ("text" in value and "value" not in value):
+            for coding in _flatten(value.get("coding")):
+                if isinstance(coding, dict) and "code" in coding:
+                    yield coding.get("system"), coding.get("code")
+        elif "code" in value:  # Coding
+            yield value.get("system"), value.get("code")
+        elif "value" in value:  # Identifier, ContactPoint
+            system = value.get("system")
+            if system in ("phone", "fax", "email", "pager", "url", "sms", "other"):
+                system = None  # ContactPoint.system is a kind, not a namespace
+            yield system, value.get("value")
+
+
+_NAME_PARTS = ("family", "given", "text", "prefix", "suffix")
+_ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        keys = _NAME_PARTS if ("family" in value or "given" in value) else _ADDRESS_PARTS
+        if not any(key in value for key in keys):
+            keys = _NAME_PARTS
+        for key in keys:
+            yield from (part for part in _flatten(value.get(key)) if isinstance(part, str))
+
+
+def _dates(value: Any) -> Iterator[tuple[int, int]]:
+    try:
+        if isinstance(value, str):
+            yield parse_date_range(value)
+        elif isinstance(value, dict):
+            if "start" in value or "end" in value:  # Period: open ends are unbounded
+                low = parse_date_range(value["start"])[0] if "start" in value else None
+                high = parse_date_range(value["end"])[1] if "end" in value else None
+                yield (MIN_MICROS if low is None else low, MAX_MICROS if high is None else high)
+            elif "event" in value:  # Timing
+                for event in _flatten(value.get("event")):
+                    yield parse_date_range(event)
+    except InvalidDate:
+        # validation has already accepted the resource; a value we cannot place is not indexed
+        return

@@ -1,0 +1,36 @@
+"""Load example data (the demo child's log) through the normal transaction path."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+
+from service.access import RequestContext
+from service.api.deps import Services
+from service.auth import Principal, PrincipalKind, ScopeSet
+from service.bundles import process_bundle
+from service.repository import FhirRepository
+
+__all__ = ["load_bundle", "seed_principal"]
+
+
+def seed_principal() -> Principal:
+    """Return the internal system principal that loads seed data."""
+    return Principal(
+        kind=PrincipalKind.SYSTEM,
+        issuer="urn:stafett:internal",
+        subject="stafett-seed",
+        scopes=ScopeSet.parse("system/*.cruds"),
+        expires_at=int(time.time()) + 300,
+        client_id="stafett-seed",
+    )
+
+
+def load_bundle(services: Services, path: Path) -> bytes:
+    """Process a batch/transaction Bundle file as the internal seed principal."""
+    body = orjson.loads(path.read_bytes())
+    ctx = RequestContext(principal=seed_principal(), request_id="seed")
+    repo = FhirRepository(services.repository, ctx)
+    return process_bundle(repo, body, services.settings.fhir_base)

@@ -1,0 +1,1 @@
+"""Storage of FHIR resources: tables, search index and the SQL repository."""

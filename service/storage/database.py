@@ -1,0 +1,83 @@
+"""Engine construction for PostgreSQL and the embedded SQLite default, plus health checks."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from service.errors import ServiceUnavailable
+
+__all__ = ["Database"]
+
+
+class Database:
+    """Owns the SQLAlchemy engine and the transaction boundaries of the service."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            path = url.removeprefix("sqlite:///")
+            if path and path != url and not path.startswith(":memory:"):
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        self.engine: Engine = create_engine(url, **kwargs)
+        # SQLite allows one writer; serialising writes here avoids "database is locked"
+        # failures from deferred transactions upgrading their lock under concurrency.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        )
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """Open a connection for reading."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """Open a transaction that commits on success and rolls back on any error."""
+        try:
+            with self._write_lock, self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    def ping(self) -> None:
+        """Raise ServiceUnavailable unless the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            raise _unavailable(exc) from exc
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _unavailable(exc: Exception) -> ServiceUnavailable:
+    # The driver's message can carry host names and SQL; keep it for logs, not for clients.
+    return ServiceUnavailable("The database is not reachable; try again shortly")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

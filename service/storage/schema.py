@@ -1,0 +1,191 @@
+"""Tables of the FHIR store: current resources, history and one search-index table per type.
+
+The same Core tables run on PostgreSQL (JSONB documents) and SQLite (JSON text). Index tables
+hold one row per extracted value so that every search is an indexed SQL query.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    cast,
+)
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
+
+__all__ = [
+    "INDEX_TABLES",
+    "JsonDocument",
+    "metadata",
+    "resource_history",
+    "resources",
+    "search_date",
+    "search_reference",
+    "search_string",
+    "search_token",
+]
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+
+class JsonDocument(TypeDecorator[str]):
+    """A JSON document passed in and out as text: JSONB on PostgreSQL, TEXT on SQLite.
+
+    The service stores and serves the exact JSON bytes it validated, so values cross this type
+    as ``str`` and PostgreSQL does the text <-> jsonb conversion in C.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        """Use JSONB where the database has it."""
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(_JsonbText())
+        return dialect.type_descriptor(Text())
+
+    def bind_expression(self, bindvalue: Any) -> ColumnElement[Any]:
+        """Send the document as text; the column type casts it on PostgreSQL."""
+        return cast(bindvalue, _JsonbOnPostgres())
+
+    def column_expression(self, column: Any) -> ColumnElement[Any]:
+        """Read the document back as text."""
+        return cast(column, Text)
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        """Pass text through unchanged."""
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        """Return text whatever the driver delivered."""
+        return value
+
+
+class _JsonbText(UserDefinedType[str]):
+    """A column type spelled JSONB in DDL whose values cross the driver as plain text."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "JSONB"
+
+
+class _JsonbOnPostgres(TypeDecorator[str]):
+    """Cast target that is JSONB on PostgreSQL and plain TEXT elsewhere."""
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(_JsonbText())
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value
+
+
+# Timestamps are integer microseconds since the epoch (UTC): exact, sortable and identical on
+# both databases, which keeps range comparisons free of driver time-zone handling.
+resources = Table(
+    "resources",
+    metadata,
+    Column("resource_type", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    # JSON of the current version; the last live version is kept for a deleted resource so that
+    # history stays complete, but reads answer 410 Gone.
+    Column("content", JsonDocument, nullable=False),
+    Index(None, "resource_type", "last_updated"),
+)
+
+resource_history = Table(
+    "resource_history",
+    metadata,
+    Column("resource_type", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("content", JsonDocument, nullable=True),
+    Index(None, "last_updated"),
+    Index(None, "resource_type", "last_updated"),
+)
+
+
+def _index_table(name: str, *columns: Column[Any], indexes: tuple[Index, ...] = ()) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("resource_type", String(64), nullable=False),
+        Column("resource_id", String(64), nullable=False),
+        Column("param", String(64), nullable=False),
+        *columns,
+        Index(None, "resource_type", "resource_id"),
+        *indexes,
+    )
+
+
+search_token = _index_table(
+    "search_token",
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    indexes=(Index(None, "resource_type", "param", "code", "system"),),
+)
+
+search_string = _index_table(
+    "search_string",
+    # casefolded and accent-stripped for the default (starts-with, insensitive) match
+    Column("value_normalized", Text, nullable=False),
+    Column("value_exact", Text, nullable=False),
+    indexes=(
+        Index(
+            None,
+            "resource_type",
+            "param",
+            "value_normalized",
+            postgresql_ops={"value_normalized": "text_pattern_ops"},
+        ),
+    ),
+)
+
+search_date = _index_table(
+    "search_date",
+    Column("low", BigInteger, nullable=False),
+    # inclusive upper bound in microseconds
+    Column("high", BigInteger, nullable=False),
+    indexes=(Index(None, "resource_type", "param", "low", "high"),),
+)
+
+search_reference = _index_table(
+    "search_reference",
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    # absolute URLs to other servers and identifier-only references keep their raw form
+    Column("target_url", Text, nullable=True),
+    indexes=(
+        Index(None, "resource_type", "param", "target_type", "target_id"),
+        Index(None, "target_type", "target_id"),
+    ),
+)
+
+INDEX_TABLES: tuple[Table, ...] = (search_token, search_string, search_date, search_reference)

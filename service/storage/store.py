@@ -1,0 +1,285 @@
+"""Low-level SQL access to stored resources: versions, history and index maintenance.
+
+Every function takes the open ``Connection`` so that callers compose several writes into one
+database transaction (a FHIR transaction Bundle, or later the audit and outbox rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy.sql import Select
+
+from service.search.extract import IndexRows, ResourceIndexer
+from service.storage.schema import (
+    resource_history,
+    resources,
+    search_date,
+    search_reference,
+    search_string,
+    search_token,
+)
+
+__all__ = ["HistoryPage", "SqlStore", "StoredResource", "VersionMismatch"]
+
+
+class VersionMismatch(Exception):
+    """The row changed between read and write (a concurrent update won)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One stored version of a resource with its JSON text."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: int
+    deleted: bool
+    content: str | None
+    method: str | None = None
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        """Return the resource as a dict (parsed on first use)."""
+        if self.content is None:
+            return {}
+        parsed: dict[str, Any] = orjson.loads(self.content)
+        return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """A page of history entries, newest first, and the total count."""
+
+    entries: list[StoredResource]
+    total: int
+
+
+_RESOURCE_COLUMNS = (
+    resources.c.resource_type,
+    resources.c.id,
+    resources.c.version_id,
+    resources.c.last_updated,
+    resources.c.deleted,
+    resources.c.content,
+)
+_HISTORY_COLUMNS = (
+    resource_history.c.resource_type,
+    resource_history.c.id,
+    resource_history.c.version_id,
+    resource_history.c.last_updated,
+    resource_history.c.deleted,
+    resource_history.c.content,
+    resource_history.c.method,
+)
+
+
+class SqlStore:
+    """Reads and writes resource versions and keeps the search index in step."""
+
+    def __init__(self, *, indexer: ResourceIndexer) -> None:
+        self.indexer = indexer
+        self._read_stmt = select(*_RESOURCE_COLUMNS).where(
+            resources.c.resource_type == bindparam("resource_type"),
+            resources.c.id == bindparam("id"),
+        )
+
+    def read(self, conn: Connection, *, resource_type: str, id: str) -> StoredResource | None:
+        """Return the current version (possibly a tombstone) or None."""
+        row = conn.execute(self._read_stmt, {"resource_type": resource_type, "id": id}).first()
+        return StoredResource(*row) if row is not None else None
+
+    def read_many(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> list[StoredResource]:
+        """Return the live current versions of the given (type, id) keys, in any order."""
+        if not keys:
+            return []
+        by_type: dict[str, list[str]] = {}
+        for resource_type, id in keys:
+            by_type.setdefault(resource_type, []).append(id)
+        found: list[StoredResource] = []
+        for resource_type, ids in by_type.items():
+            stmt = select(*_RESOURCE_COLUMNS).where(
+                resources.c.resource_type == resource_type,
+                resources.c.id.in_(ids),
+                resources.c.deleted.is_(False),
+            )
+            found.extend(StoredResource(*row) for row in conn.execute(stmt))
+        return found
+
+    def vread(
+        self, conn: Connection, *, resource_type: str, id: str, version_id: int
+    ) -> StoredResource | None:
+        """Return one historical version or None."""
+        stmt = select(*_HISTORY_COLUMNS).where(
+            resource_history.c.resource_type == resource_type,
+            resource_history.c.id == id,
+            resource_history.c.version_id == version_id,
+        )
+        row = conn.execute(stmt).first()
+        return StoredResource(*row) if row is not None else None
+
+    def lock_current(
+        self, conn: Connection, *, resource_type: str, id: str
+    ) -> StoredResource | None:
+        """Read the current version for update (row lock on PostgreSQL)."""
+        stmt = (
+            select(*_RESOURCE_COLUMNS)
+            .where(resources.c.resource_type == resource_type, resources.c.id == id)
+            .with_for_update()
+        )
+        row = conn.execute(stmt).first()
+        return StoredResource(*row) if row is not None else None
+
+    def write(
+        self,
+        conn: Connection,
+        *,
+        resource_type: str,
+        id: str,
+        version_id: int,
+        last_updated: int,
+        content: str,
+        data: dict[str, Any],
+        method: str,
+        previous_version: int | None,
+    ) -> None:
+        """Store a new live version, its history row and its index rows."""
+        values = {
+            "resource_type": resource_type,
+            "id": id,
+            "version_id": version_id,
+            "last_updated": last_updated,
+            "deleted": False,
+            "content": content,
+        }
+        if previous_version is None:
+            conn.execute(insert(resources), values)
+        else:
+            self._update_current(conn, values, previous_version)
+            self._delete_index(conn, resource_type, id)
+        conn.execute(insert(resource_history), {**values, "method": method})
+        self._insert_index(conn, resource_type, id, self.indexer.index(data))
+
+    def write_tombstone(
+        self,
+        conn: Connection,
+        *,
+        current: StoredResource,
+        last_updated: int,
+    ) -> int:
+        """Mark a resource deleted as a new version; return that version id."""
+        version_id = current.version_id + 1
+        values = {
+            "resource_type": current.resource_type,
+            "id": current.id,
+            "version_id": version_id,
+            "last_updated": last_updated,
+            "deleted": True,
+            # keep the last live JSON in the current row; history holds the empty tombstone
+            "content": current.content,
+        }
+        self._update_current(conn, values, current.version_id)
+        conn.execute(insert(resource_history), {**values, "content": None, "method": "DELETE"})
+        self._delete_index(conn, current.resource_type, current.id)
+        return version_id
+
+    def _update_current(
+        self, conn: Connection, values: dict[str, Any], previous_version: int
+    ) -> None:
+        stmt = (
+            update(resources)
+            .where(
+                resources.c.resource_type == values["resource_type"],
+                resources.c.id == values["id"],
+                resources.c.version_id == previous_version,
+            )
+            .values(
+                version_id=values["version_id"],
+                last_updated=values["last_updated"],
+                deleted=values["deleted"],
+                content=values["content"],
+            )
+        )
+        if conn.execute(stmt).rowcount != 1:
+            raise VersionMismatch(f"{values['resource_type']}/{values['id']}")
+
+    def _delete_index(self, conn: Connection, resource_type: str, id: str) -> None:
+        for table in (search_token, search_string, search_date, search_reference):
+            conn.execute(
+                delete(table).where(
+                    table.c.resource_type == resource_type, table.c.resource_id == id
+                )
+            )
+
+    def _insert_index(self, conn: Connection, resource_type: str, id: str, rows: IndexRows) -> None:
+        key = {"resource_type": resource_type, "resource_id": id}
+        if rows.tokens:
+            conn.execute(
+                insert(search_token),
+                [{**key, "param": p, "system": s, "code": c} for p, s, c in set(rows.tokens)],
+            )
+        if rows.strings:
+            conn.execute(
+                insert(search_string),
+                [
+                    {**key, "param": p, "value_normalized": n, "value_exact": e}
+                    for p, n, e in set(rows.strings)
+                ],
+            )
+        if rows.dates:
+            conn.execute(
+                insert(search_date),
+                [{**key, "param": p, "low": lo, "high": hi} for p, lo, hi in set(rows.dates)],
+            )
+        if rows.references:
+            conn.execute(
+                insert(search_reference),
+                [
+                    {**key, "param": p, "target_type": t, "target_id": i, "target_url": u}
+                    for p, t, i, u in set(rows.references)
+                ],
+            )
+
+    def history(
+        self,
+        conn: Connection,
+        *,
+        resource_type: str | None,
+        id: str | None,
+        since: int | None,
+        before: int | None,
+        count: int,
+        offset: int,
+    ) -> HistoryPage:
+        """Return history entries newest first, filtered by type, id and time."""
+        conditions = []
+        if resource_type is not None:
+            conditions.append(resource_history.c.resource_type == resource_type)
+        if id is not None:
+            conditions.append(resource_history.c.id == id)
+        if since is not None:
+            conditions.append(resource_history.c.last_updated >= since)
+        if before is not None:
+            conditions.append(resource_history.c.last_updated < before)
+        total = conn.execute(
+            select(func.count()).select_from(resource_history).where(*conditions)
+        ).scalar_one()
+        stmt: Select[Any] = (
+            select(*_HISTORY_COLUMNS)
+            .where(*conditions)
+            .order_by(
+                resource_history.c.last_updated.desc(),
+                resource_history.c.version_id.desc(),
+                resource_history.c.id,
+            )
+            .limit(count)
+            .offset(offset)
+        )
+        entries = [StoredResource(*row) for row in conn.execute(stmt)]
+        return HistoryPage(entries=entries, total=int(total))
