@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.errors import BadRequest, InvalidResource, Issue
 from service.fhir.bindings import check_required_bindings
+from service.fhir.primitives import check_primitive_types
 from service.fhir.spec import SUPPORTED_RESOURCE_TYPES
 
 __all__ = ["WRITABLE_TYPES", "parse_json", "validate_resource"]
@@ -70,8 +71,6 @@ def _shape_issues(value: Any, path: str, depth: int = 0) -> list[Issue]:
             # null in a primitive array is only allowed as a placeholder beside `_element`
             if child is not None:
                 issues.extend(_shape_issues(child, f"{path}[{index}]", depth + 1))
-    elif isinstance(value, str) and value.strip() == "" and value != "":
-        pass
     return issues
 
 
@@ -91,6 +90,10 @@ def validate_resource(data: Any, *, expected_type: str | None = None) -> str:
             raise BadRequest(f"{resource_type} resources are written by Stafett only")
         raise BadRequest(f"Resource type '{resource_type}' is not supported by this server")
     issues = _shape_issues(data, resource_type)
+    issues.extend(
+        Issue("structure", problem.message, expression=(problem.location,))
+        for problem in check_primitive_types(data)
+    )
     try:
         _model(resource_type).model_validate(data)
     except ValidationError as exc:

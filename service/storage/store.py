@@ -32,7 +32,7 @@ class VersionMismatch(Exception):
     """The row changed between read and write (a concurrent update won)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StoredResource:
     """One stored version of a resource with its JSON text."""
 

