@@ -99,13 +99,13 @@ def _seed(path: Path, settings: Settings) -> int:
     try:
         if services.database.is_sqlite or settings.auto_migrate:
             upgrade_database(services.database.engine)
-        load_bundle(services, path)
+        loaded = load_bundle(services, path)
     except FhirError as exc:
         print(f"stafett: error: {path} was not loaded: {exc.diagnostics}", file=sys.stderr)
         return 1
     finally:
         services.database.dispose()
-    print(f"loaded {path}")
+    print(f"loaded {path}" if loaded is not None else f"{path} is loaded already; skipped")
     return 0
 
 
@@ -141,14 +141,15 @@ def _print_welcome(host: str, port: int) -> None:
         f"""
 Stafett is starting on {base} (embedded SQLite, dev auth on) with one demo child's log.
 
-  Get a token (a kindergarten teacher at org 987654325; see examples/stafettlogg/):
-    TOKEN=$(.venv/bin/stafett token --practitioner --org 987654325)
+  Get a token (Ingrid, kindergarten teacher and stafettholder at Solsikken barnehage):
+    TOKEN=$(.venv/bin/stafett token --practitioner --pid 12898522405 --org 912837467)
 
   Try:
     curl -s {base}/metadata | head -c 300
     curl -s -H "Authorization: Bearer $TOKEN" "{base}/CarePlan?_include=CarePlan:subject"
     curl -s -H "Authorization: Bearer $TOKEN" \\
-      "{base}/Task?subject.identifier=urn:oid:2.16.578.1.12.4.1.4.1|<fnr>&_sort=-_lastUpdated"
+      "{base}/Task?subject.identifier=urn:oid:2.16.578.1.12.4.1.4.1|15832151200&_sort=period"
+    curl -s -H "Authorization: Bearer $TOKEN" "{base}/Communication?category=lysglimt"
 """,
         flush=True,
     )

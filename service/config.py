@@ -44,6 +44,15 @@ class Settings(BaseSettings):
         description='JSON object issuer -> JWKS URL, e.g. {"https://helseid-sts.nhn.no": "..."}.',
     )
     jwks_cache_seconds: int = Field(default=300, ge=0)
+    jwks_min_refresh_seconds: float = Field(
+        default=15, ge=0, description="Least time between two JWKS fetches for unknown key ids."
+    )
+    auth_leeway_seconds: int = Field(default=30, ge=0, description="Clock skew allowed on exp/nbf.")
+    scope_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON object IdP scope -> SMART scopes, e.g. {"kommune:stafett.les": '
+        '"system/*.rs"}: Maskinporten/HelseID scopes are named <prefix>:<name>.',
+    )
     max_request_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     default_page_size: int = Field(default=20, ge=1)
     max_page_size: int = Field(default=500, ge=1)

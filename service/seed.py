@@ -28,9 +28,25 @@ def seed_principal() -> Principal:
     )
 
 
-def load_bundle(services: Services, path: Path) -> bytes:
-    """Process a batch/transaction Bundle file as the internal seed principal."""
+def load_bundle(services: Services, path: Path) -> bytes | None:
+    """Process a batch/transaction Bundle file as the internal seed principal.
+
+    A Bundle whose Patients (found by their ifNoneExist criteria) all exist already has been
+    loaded before; it is skipped so that `make run` can be repeated without duplicating logs.
+    Returns the response Bundle, or None when skipped.
+    """
     body = orjson.loads(path.read_bytes())
     ctx = RequestContext(principal=seed_principal(), request_id="seed")
     repo = FhirRepository(services.repository, ctx)
+    patients = [
+        entry["request"]["ifNoneExist"]
+        for entry in body.get("entry", [])
+        if entry.get("request", {}).get("url") == "Patient"
+        and entry.get("request", {}).get("ifNoneExist")
+    ]
+    if patients and all(
+        repo.find_conditional(resource_type="Patient", criteria=criteria, conn=None)
+        for criteria in patients
+    ):
+        return None
     return process_bundle(repo, body, services.settings.fhir_base)

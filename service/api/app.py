@@ -56,6 +56,9 @@ def build_services(settings: Settings, *, policy: AccessPolicy | None = None) ->
         audience=settings.audience,
         dev_issuer=dev_issuer,
         jwks_cache_seconds=settings.jwks_cache_seconds,
+        jwks_min_refresh_seconds=settings.jwks_min_refresh_seconds,
+        leeway_seconds=settings.auth_leeway_seconds,
+        scope_aliases=settings.scope_aliases,
     )
     return Services(
         settings=settings,

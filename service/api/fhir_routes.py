@@ -105,6 +105,7 @@ def metadata(request: Request, services: ServicesDep) -> Response:
 
 
 @router.post("")
+@router.post("/")
 async def bundle(request: Request, repo: Repo, services: ServicesDep) -> Response:
     """Process a batch or transaction Bundle."""
     _negotiate(request)

@@ -58,8 +58,15 @@ CITIZEN_ACR_VALUES = frozenset(
 )
 
 
-def principal_from_claims(claims: Mapping[str, Any], *, issuer: str) -> Principal:
-    """Build the Principal for verified claims, or raise AuthError naming the bad claim."""
+def principal_from_claims(
+    claims: Mapping[str, Any], *, issuer: str, scope_aliases: Mapping[str, str] | None = None
+) -> Principal:
+    """Build the Principal for verified claims, or raise AuthError naming the bad claim.
+
+    scope_aliases maps an IdP's own scope names to SMART scopes, e.g.
+    {"kommune:stafett/system.write": "system/*.cud"}: Maskinporten, ID-porten and HelseID
+    scopes are named `<prefix>:<name>` by the IdP, so they cannot carry SMART syntax.
+    """
     pid = _pid(claims)
     hpr = _hpr(claims)
     child = _orgnr(claims, HELSEID_ORGNR_CHILD)
@@ -67,7 +74,7 @@ def principal_from_claims(claims: Mapping[str, Any], *, issuer: str) -> Principa
     employer = child or parent
     common: dict[str, Any] = {
         "issuer": issuer,
-        "scopes": _scopes(claims),
+        "scopes": _scopes(claims, scope_aliases or {}),
         "expires_at": _expires_at(claims),
         "client_id": _optional_str(claims, "client_id"),
         "token_id": _optional_str(claims, "jti"),
@@ -186,17 +193,19 @@ def _iso6523_orgnr(claims: Mapping[str, Any], name: str) -> str | None:
     return orgnr
 
 
-def _scopes(claims: Mapping[str, Any]) -> ScopeSet:
+def _scopes(claims: Mapping[str, Any], aliases: Mapping[str, str]) -> ScopeSet:
     # RFC 9068 and Maskinporten/ID-porten use `scope` (space-separated string); Duende-based
     # HelseID emits `scope` as a JSON array; some IdPs (Entra ID) use `scp`.
     value = claims.get("scope", claims.get("scp"))
     if value is None:
         return ScopeSet()
-    if isinstance(value, str) or (
-        isinstance(value, list) and all(isinstance(item, str) for item in value)
-    ):
-        return ScopeSet.parse(value)
-    raise AuthError("token scope claim must be a string or a list of strings")
+    if isinstance(value, str):
+        items: list[str] = value.split()
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = value
+    else:
+        raise AuthError("token scope claim must be a string or a list of strings")
+    return ScopeSet.parse([smart for item in items for smart in aliases.get(item, item).split()])
 
 
 def _display_name(claims: Mapping[str, Any]) -> str | None:

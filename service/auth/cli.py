@@ -80,6 +80,13 @@ def run_token(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:  # the issuer's own checks; _check_args should catch them first
         print(f"{_PROG}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if not settings.dev_auth:
+        # stderr, so `TOKEN=$(stafett token ...)` still captures only the token.
+        print(
+            f"{_PROG}: note: STAFETT_DEV_AUTH is off here; a server trusts this token only "
+            "with STAFETT_DEV_AUTH=1",
+            file=sys.stderr,
+        )
     sys.stdout.write(token + "\n")
     return 0
 

@@ -6,6 +6,8 @@ from typing import ClassVar
 
 __all__ = ["AccessError", "AuthError", "InsufficientScope"]
 
+_NORWEGIAN_TO_ASCII = str.maketrans({"æ": "ae", "ø": "o", "å": "a", "Æ": "AE", "Ø": "O", "Å": "A"})
+
 
 class AccessError(Exception):
     """Base of every auth refusal; the HTTP layer turns it into `status_code` + OperationOutcome.
@@ -24,9 +26,11 @@ class AccessError(Exception):
     @property
     def www_authenticate(self) -> str:
         """Return the `WWW-Authenticate` header value for this refusal."""
-        # RFC 6750 error_description is a quoted-string of printable ASCII without '"' or '\'.
+        # RFC 6750 error_description is printable ASCII without '"' or '\'; the full message
+        # (with æøå) goes in the response body.
+        ascii_message = self.message.translate(_NORWEGIAN_TO_ASCII)
         description = "".join(
-            ch for ch in self.message if 0x20 <= ord(ch) < 0x7F and ch not in '"\\'
+            ch for ch in ascii_message if 0x20 <= ord(ch) < 0x7F and ch not in '"\\'
         )
         return f'Bearer error="{self.error_code}", error_description="{description}"'
 

@@ -63,7 +63,9 @@ class TokenVerifier:
     `jwks_cache_seconds` pass, whichever is first, so repeated requests with one token cost a
     hash and a dict lookup. The cache never outlives the key cache, so a key the IdP withdraws
     stops being honoured through the cache as soon as it stops being honoured at all.
-    Thread-safe; `verify` blocks on HTTP only when a JWK Set must be (re)fetched.
+    `scope_aliases` translates IdP scope names (`prefix:name`) to SMART scopes; see
+    `principal_from_claims`. Thread-safe; `verify` blocks on HTTP only when a JWK Set must be
+    (re)fetched (at most `jwks_timeout_seconds`).
     """
 
     def __init__(
@@ -78,11 +80,13 @@ class TokenVerifier:
         jwks_min_refresh_seconds: float = 15,
         jwks_timeout_seconds: float = 5.0,
         principal_cache_size: int = 10_000,
+        scope_aliases: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not audience:
             raise ValueError("audience must not be empty")
         self._audience = audience
+        self._scope_aliases = dict(scope_aliases or {})
         self._leeway = leeway_seconds
         self._clock = clock
         self._owns_http = http_client is None
@@ -174,7 +178,7 @@ class TokenVerifier:
         if not valid:
             raise AuthError("token signature is invalid")
         self._check_registered_claims(claims, now)
-        return principal_from_claims(claims, issuer=issuer)
+        return principal_from_claims(claims, issuer=issuer, scope_aliases=self._scope_aliases)
 
     def _check_registered_claims(self, claims: dict[str, Any], now: float) -> None:
         registry = JWTClaimsRegistry(

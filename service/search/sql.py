@@ -114,7 +114,7 @@ def date_condition(value: str, low_col: Any, high_col: Any) -> ColumnElement[boo
 
 def _reference_condition(value: str, criterion: Criterion, base_url: str) -> ColumnElement[bool]:
     target_type, target_id, url = parse_reference(value, base_url)
-    if target_type is None and url is None:
+    if "/" not in value and ":" not in value:
         # a bare id: any allowed target type (or the :Type modifier)
         if criterion.target_type:
             return and_(

@@ -38,6 +38,9 @@ class Database:
         )
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINTs, so a
+            # failed transaction Bundle would keep its earlier writes; emit BEGIN ourselves.
+            event.listen(self.engine, "begin", _sqlite_begin)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -75,7 +78,12 @@ def _unavailable(exc: Exception) -> ServiceUnavailable:
     return ServiceUnavailable("The database is not reachable; try again shortly")
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # see _sqlite_begin
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
