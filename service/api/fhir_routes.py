@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service.api import render
@@ -22,6 +24,7 @@ from service.storage.store import StoredResource
 __all__ = ["router"]
 
 router = APIRouter(prefix="/fhir")
+_T = TypeVar("_T")
 
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
 _ACCEPTABLE = ("application/fhir+json", "application/json", "*/*", "application/*", "")
@@ -114,9 +117,7 @@ async def bundle(request: Request, repo: Repo, services: ServicesDep) -> Respons
     return Response(result, media_type=FHIR_JSON)
 
 
-async def _in_thread(func: Any, *args: Any, **kwargs: Any) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
+async def _in_thread(func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     return await run_in_threadpool(func, *args, **kwargs)
 
 
@@ -315,7 +316,7 @@ def instance_history(
 
 
 @router.get("/{resource_type}/{id}/_history/{version_id}")
-def vread(
+def vread(  # noqa: PLR0917  (FastAPI passes path parameters by name)
     request: Request,
     resource_type: str,
     id: str,

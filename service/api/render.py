@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -36,8 +37,6 @@ def etag(stored: StoredResource) -> str:
 
 def last_modified(stored: StoredResource) -> str:
     """Return the HTTP date of a version's lastUpdated."""
-    from datetime import UTC, datetime
-
     moment = datetime.fromtimestamp(stored.last_updated / 1_000_000, tz=UTC)
     return moment.strftime(_HTTP_DATE)
 

@@ -105,7 +105,9 @@ def check_primitive_types(resource: Mapping[str, Any]) -> list[PrimitiveIssue]:
     return issues
 
 
-def _walk(node: Mapping[str, Any], context: str, location: str, issues: list[PrimitiveIssue]) -> None:
+def _walk(
+    node: Mapping[str, Any], context: str, location: str, issues: list[PrimitiveIssue]
+) -> None:
     table = _table(context)
     for key, value in node.items():
         expected = table.get(key)
@@ -126,6 +128,7 @@ def _walk(node: Mapping[str, Any], context: str, location: str, issues: list[Pri
             elif not _json_type_ok(expected.type_code, item):
                 issues.append(
                     PrimitiveIssue(
-                        where, f"A FHIR {expected.type_code} must be {_expected(expected.type_code)}"
+                        where,
+                        f"A FHIR {expected.type_code} must be {_expected(expected.type_code)}",
                     )
                 )

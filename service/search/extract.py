@@ -86,7 +86,7 @@ _STEP_RE = re.compile(
 
 
 def _split_steps(path: str) -> list[str]:
-    """Split a dotted path on dots outside parentheses, keeping `.as(...)`/`.where(...)` attached."""
+    """Split a path on dots outside parentheses, keeping `.as()`/`.where()` attached."""
     parts: list[str] = []
     depth = 0
     current = ""
@@ -297,7 +297,7 @@ class ResourceIndexer:
                 rows.tokens.append((param.code, _clip(system), _clip(code)))
         elif kind == "string":
             for text in _strings(value):
-                rows.strings.append((param.code, _clip(normalise_string(text)), text))
+                rows.strings.append((param.code, normalise_string(text)[:_MAX_INDEXED], text))
         elif kind == "date":
             for low, high in _dates(value):
                 rows.dates.append((param.code, low, high))

@@ -122,12 +122,13 @@ def parse_search(
     """Turn query pairs into a SearchQuery; unknown parameters are ignored unless strict."""
     query = SearchQuery(resource_type=resource_type, count=default_count)
     type_params = known.get(resource_type, {})
-    for name, raw_value in params:
-        if name.startswith(("_include:", "_revinclude:")):
-            name, _, flag = name.partition(":")
+    for raw_name, given_value in params:
+        name, raw_value = raw_name, given_value
+        if raw_name.startswith(("_include:", "_revinclude:")):
+            name, _, flag = raw_name.partition(":")
             if flag not in ("iterate", "recurse"):
                 raise BadRequest(f"Unknown modifier ':{flag}' on {name}")
-            raw_value = "iterate:" + raw_value
+            raw_value = "iterate:" + given_value
         if name in RESULT_PARAMS:
             _parse_result_param(query, name, raw_value, known=known, max_count=max_count)
             if name not in ("_format", "_pretty"):

@@ -81,7 +81,9 @@ def _string_condition(value: str, modifier: str | None) -> ColumnElement[bool]:
     return search_string.c.value_normalized.like(normalised + "%", escape="\\")
 
 
-def date_condition(value: str, low_col: Any, high_col: Any) -> ColumnElement[bool]:
+def date_condition(
+    value: str, low_col: ColumnElement[int], high_col: ColumnElement[int]
+) -> ColumnElement[bool]:
     """Match stored ranges [low_col, high_col] against a prefixed FHIR date search value."""
     prefix = "eq"
     if value[:2] in DATE_PREFIXES:
@@ -147,13 +149,16 @@ def _value_condition(criterion: Criterion, value: str, base_url: str) -> ColumnE
 
 
 def _special_condition(
-    resource_type: str, criterion: Criterion, id_col: Any, updated_col: Any
+    resource_type: str,
+    criterion: Criterion,
+    id_col: ColumnElement[str],
+    updated_col: ColumnElement[int],
 ) -> ColumnElement[bool]:
     if criterion.code == "_id":
         if criterion.modifier == "missing":
             return false() if criterion.values[0] == "true" else true()
-        matched = id_col.in_(criterion.values)
-        return not_(matched) if criterion.modifier == "not" else matched
+        by_id: ColumnElement[bool] = id_col.in_(criterion.values)
+        return not_(by_id) if criterion.modifier == "not" else by_id
     # _lastUpdated: a stored instant is the one-point range [t, t]
     if criterion.modifier == "missing":
         return false() if criterion.values[0] == "true" else true()
@@ -166,12 +171,14 @@ def criteria_clause(
     criterion: Criterion,
     *,
     base_url: str,
-    id_col: Any = None,
-    updated_col: Any = None,
+    id_col: ColumnElement[str] | None = None,
+    updated_col: ColumnElement[int] | None = None,
 ) -> ColumnElement[bool]:
     """Return a boolean SQL clause selecting resources (by id column) matching one criterion."""
     id_col = resources.c.id if id_col is None else id_col
     updated_col = resources.c.last_updated if updated_col is None else updated_col
+    assert id_col is not None
+    assert updated_col is not None
     if criterion.code in ("_id", "_lastUpdated"):
         return _special_condition(resource_type, criterion, id_col, updated_col)
     table = _TABLE_BY_TYPE[criterion.type]
@@ -198,7 +205,7 @@ def criteria_clause(
 
 
 def _chain_clause(
-    resource_type: str, criterion: Criterion, *, base_url: str, id_col: Any
+    resource_type: str, criterion: Criterion, *, base_url: str, id_col: ColumnElement[str]
 ) -> ColumnElement[bool]:
     assert criterion.chain is not None
     per_target = []

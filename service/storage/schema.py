@@ -74,7 +74,7 @@ class JsonDocument(TypeDecorator[str]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
         """Return text whatever the driver delivered."""
-        return value
+        return None if value is None else str(value)
 
 
 class _JsonbText(UserDefinedType[str]):

@@ -169,12 +169,13 @@ def test_transaction_conditional_reference(api: httpx.Client) -> None:
 def test_transaction_update_patch_delete_and_read(api: httpx.Client) -> None:
     created = api.post(
         "/Patient",
-        json={"resourceType": "Patient", "identifier": [{"system": FNR_SYSTEM, "value": synthetic_fnr()}]},
+        json={
+            "resourceType": "Patient",
+            "identifier": [{"system": FNR_SYSTEM, "value": synthetic_fnr()}],
+        },
         headers=fhir_headers(),
     ).json()
-    doomed = api.post(
-        "/Patient", json={"resourceType": "Patient"}, headers=fhir_headers()
-    ).json()
+    doomed = api.post("/Patient", json={"resourceType": "Patient"}, headers=fhir_headers()).json()
     patch = [{"op": "add", "path": "/gender", "value": "female"}]
     bundle = {
         "resourceType": "Bundle",
@@ -209,7 +210,10 @@ def test_batch_entries_succeed_or_fail_independently(api: httpx.Client) -> None:
         "type": "batch",
         "entry": [
             {
-                "resource": {"resourceType": "Patient", "identifier": [{"system": FNR_SYSTEM, "value": fnr}]},
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": FNR_SYSTEM, "value": fnr}],
+                },
                 "request": {"method": "POST", "url": "Patient"},
             },
             {
@@ -235,7 +239,11 @@ def test_batch_entries_succeed_or_fail_independently(api: httpx.Client) -> None:
     [
         {"resourceType": "Bundle", "type": "collection"},
         {"resourceType": "Patient"},
-        {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": "Patient"}}]},
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": {"resourceType": "Patient"}}],
+        },
         {"resourceType": "Bundle", "type": "transaction", "entry": "nope"},
     ],
 )
@@ -251,7 +259,9 @@ def test_demo_log_loads_as_one_transaction(api: httpx.Client) -> None:
     assert response.status_code == 200, response.text
     entries = response.json()["entry"]
     assert len(entries) == len(bundle["entry"])
-    child = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    child = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
     fnr = child["identifier"][0]["value"]
     found = api.get(
         "/CarePlan",

@@ -203,7 +203,12 @@ def test_xml_is_not_acceptable(api: httpx.Client) -> None:
 
 
 def test_body_over_limit_is_413(api: httpx.Client, server: LiveServer) -> None:
-    big = patient(text={"status": "generated", "div": "<div>" + "x" * server.settings.max_request_bytes + "</div>"})
+    big = patient(
+        text={
+            "status": "generated",
+            "div": "<div>" + "x" * server.settings.max_request_bytes + "</div>",
+        }
+    )
     response = api.post("/Patient", json=big, headers=fhir_headers())
     assert response.status_code == 413
     assert response.json()["issue"][0]["code"] == "too-costly"
@@ -229,9 +234,7 @@ def test_audit_event_is_read_only(api: httpx.Client) -> None:
 
 
 def test_prefer_return(api: httpx.Client) -> None:
-    minimal = api.post(
-        "/Patient", json=patient(), headers=fhir_headers(Prefer="return=minimal")
-    )
+    minimal = api.post("/Patient", json=patient(), headers=fhir_headers(Prefer="return=minimal"))
     assert minimal.status_code == 201
     assert minimal.content == b""
     assert "location" in minimal.headers
@@ -343,7 +346,9 @@ def test_requires_authentication(server: LiveServer) -> None:
 def test_forged_tokens_are_401(server: LiveServer, org: str) -> None:
     token = server.practitioner_token(org=org)
     header, payload, _signature = token.split(".")
-    unsigned = header.replace(header, base64.urlsafe_b64encode(b'{"alg":"none"}').decode().rstrip("="))
+    unsigned = header.replace(
+        header, base64.urlsafe_b64encode(b'{"alg":"none"}').decode().rstrip("=")
+    )
     for forged in (f"{unsigned}.{payload}.", f"{header}.{payload}.AAAA", "not-a-jwt"):
         assert server.client(forged).get("/Patient").status_code == 401
 

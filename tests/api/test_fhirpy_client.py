@@ -64,9 +64,12 @@ def test_fhirpy_log_lifecycle(client: SyncFHIRClient) -> None:
     )
     assert [task["description"] for task in tasks] == ["Tiltak 0", "Tiltak 1", "Tiltak 2"]
     assert client.resources("Task").search(based_on=plan.reference).count() == 3
-    found = client.resources("CarePlan").search(subject=child.reference).include(
-        "CarePlan", "subject"
-    ).fetch_raw()
+    found = (
+        client.resources("CarePlan")
+        .search(subject=child.reference)
+        .include("CarePlan", "subject")
+        .fetch_raw()
+    )
     modes = sorted(entry["search"]["mode"] for entry in found["entry"])
     assert modes == ["include", "match"]
 

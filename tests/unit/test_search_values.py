@@ -27,7 +27,9 @@ def test_date_ranges_follow_precision(value: str, low: str, high: str) -> None:
     assert (micros_to_instant(start), micros_to_instant(end)) == (low, high)
 
 
-@pytest.mark.parametrize("value", ["2026-13", "2026-02-30", "26-01-01", "2026-01-01T25:00:00Z", "x"])
+@pytest.mark.parametrize(
+    "value", ["2026-13", "2026-02-30", "26-01-01", "2026-01-01T25:00:00Z", "x"]
+)
 def test_invalid_dates(value: str) -> None:
     with pytest.raises(InvalidDate):
         parse_date_range(value)
@@ -47,7 +49,10 @@ def test_string_folding(value: str, folded: str) -> None:
         ("Patient/123", ("Patient", "123", None)),
         ("Patient/123/_history/2", ("Patient", "123", None)),
         (f"{BASE}/Patient/abc", ("Patient", "abc", None)),
-        ("https://other.example/fhir/Patient/1", (None, None, "https://other.example/fhir/Patient/1")),
+        (
+            "https://other.example/fhir/Patient/1",
+            (None, None, "https://other.example/fhir/Patient/1"),
+        ),
         ("#contained", (None, None, None)),
         ("Patient/" + "x" * 65, (None, None, "Patient/" + "x" * 65)),
     ],
@@ -96,8 +101,12 @@ def test_indexer_extracts_every_kind() -> None:
 def test_indexer_patient_compartment_filter() -> None:
     indexer = ResourceIndexer(base_url=BASE)
     rows = indexer.index(
-        {"resourceType": "CarePlan", "status": "active", "intent": "plan",
-         "subject": {"reference": "Group/g1"}}
+        {
+            "resourceType": "CarePlan",
+            "status": "active",
+            "intent": "plan",
+            "subject": {"reference": "Group/g1"},
+        }
     )
     assert ("subject", "Group", "g1", None) in rows.references
     assert not [r for r in rows.references if r[0] == "patient"]
@@ -109,7 +118,10 @@ def test_indexer_names_and_contact_points() -> None:
         {
             "resourceType": "Patient",
             "name": [{"family": "Ødegård", "given": ["Åse", "Marie"]}],
-            "telecom": [{"system": "email", "value": "a@b.no"}, {"system": "phone", "value": "123"}],
+            "telecom": [
+                {"system": "email", "value": "a@b.no"},
+                {"system": "phone", "value": "123"},
+            ],
             "deceasedBoolean": False,
         }
     )
