@@ -25,7 +25,9 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL; PostgreSQL in production. Unset: SQLite under data_dir.",
     )
-    database_pool_size: int = Field(default=10, ge=1)
+    database_pool_size: int = Field(
+        default=10, ge=1, description="PostgreSQL connections per worker (as many again overflow)."
+    )
     auto_migrate: bool = Field(
         default=False,
         description="Run database migrations at start (always on for the embedded SQLite).",
@@ -43,7 +45,9 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='JSON object issuer -> JWKS URL, e.g. {"https://helseid-sts.nhn.no": "..."}.',
     )
-    jwks_cache_seconds: int = Field(default=300, ge=0)
+    jwks_cache_seconds: int = Field(
+        default=300, ge=0, description="How long fetched JWKS keys and verified tokens are cached."
+    )
     jwks_min_refresh_seconds: float = Field(
         default=15, ge=0, description="Least time between two JWKS fetches for unknown key ids."
     )
@@ -53,10 +57,12 @@ class Settings(BaseSettings):
         description='JSON object IdP scope -> SMART scopes, e.g. {"kommune:stafett.les": '
         '"system/*.rs"}: Maskinporten/HelseID scopes are named <prefix>:<name>.',
     )
-    max_request_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
-    default_page_size: int = Field(default=20, ge=1)
-    max_page_size: int = Field(default=500, ge=1)
-    log_level: str = Field(default="INFO")
+    max_request_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
+    default_page_size: int = Field(default=20, ge=1, description="Search page size without _count.")
+    max_page_size: int = Field(default=500, ge=1, description="Upper limit of _count.")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(default=True, description="One JSON object per log line.")
 
     @model_validator(mode="after")

@@ -1,0 +1,46 @@
+# Stafett: two commands for a newcomer (make run, make test); the rest for developers.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+TSTAMP := $(VENV)/.test-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test lint check-python install bench clean
+
+check-python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Stafett needs Python 3.11 or newer, found " + sys.version.split()[0]' \
+		|| { echo "make: set PYTHON=python3.11 (or newer)"; exit 2; }
+
+$(STAMP): pyproject.toml | check-python
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@rm -f $(VENV)/.installed-*; touch $@
+
+$(TSTAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.test-installed-*; touch $@
+
+install: $(STAMP)
+
+## make run: start Stafett on http://127.0.0.1:8080 with SQLite under .stafett/, dev auth and a demo log
+run: $(STAMP)
+	STAFETT_DEV_AUTH=1 STAFETT_DATA_DIR=.stafett $(BIN)/stafett serve --host 127.0.0.1 --port 8080 --demo
+
+## make test: lint, type-check and run the whole suite against real PostgreSQL and SQLite
+test: $(TSTAMP)
+	$(BIN)/ruff check service tests bench scripts
+	$(BIN)/ruff format --check service tests bench scripts
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+lint: $(TSTAMP)
+	$(BIN)/ruff check service tests bench scripts
+	$(BIN)/mypy
+
+## make bench: the API benchmark against PostgreSQL (several minutes; writes docs/PERFORMANCE.md)
+bench: $(TSTAMP)
+	$(BIN)/python bench/bench_api.py
+
+clean:
+	rm -rf $(VENV) .stafett .pytest_cache .mypy_cache .ruff_cache
