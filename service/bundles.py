@@ -143,6 +143,7 @@ def _assign_ids(repo: FhirRepository, entries: list[_Entry], conn: Connection) -
                     raise BadRequest("A POST entry's request.url must be a resource type")
                 if_none_exist = entry.request.get("ifNoneExist")
                 if if_none_exist:
+                    repo.config.database.lock_key(conn, f"{path[0]}?{if_none_exist}")
                     entry.existing = repo.find_conditional(
                         resource_type=path[0], criteria=if_none_exist, conn=conn
                     )

@@ -205,6 +205,8 @@ class FhirRepository:
         data: dict[str, Any] = dict(resource)
         with self._tx(conn) as c:
             if if_none_exist:
+                # two concurrent conditional creates with the same criteria must not both create
+                self._db.lock_key(c, f"{resource_type}?{if_none_exist}")
                 existing = self.find_conditional(
                     resource_type=resource_type, criteria=if_none_exist, conn=c
                 )

@@ -60,6 +60,16 @@ class Database:
         except OperationalError as exc:
             raise _unavailable(exc) from exc
 
+    def lock_key(self, conn: Connection, key: str) -> None:
+        """Serialise transactions on a key until this transaction ends (PostgreSQL only).
+
+        SQLite needs nothing: its writes are serialised by the process-wide write lock.
+        """
+        if not self.is_sqlite:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
+            )
+
     def ping(self) -> None:
         """Raise ServiceUnavailable unless the database answers."""
         try:

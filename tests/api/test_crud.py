@@ -370,3 +370,40 @@ def test_health_endpoints(server: LiveServer) -> None:
 def test_request_id_is_echoed(api: httpx.Client) -> None:
     response = api.get("/Patient", headers={"X-Request-Id": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
+
+
+def test_concurrent_conditional_creates_make_one_resource(api: httpx.Client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    fnr = synthetic_fnr()
+    criteria = f"identifier={FNR_SYSTEM}|{fnr}"
+
+    def attempt(_: int) -> int:
+        response = api.post(
+            "/Patient", json=patient(fnr), headers=fhir_headers(**{"If-None-Exist": criteria})
+        )
+        return response.status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(attempt, range(16)))
+    assert statuses.count(201) == 1
+    assert set(statuses) <= {200, 201}
+    assert api.get("/Patient", params={"identifier": f"{FNR_SYSTEM}|{fnr}"}).json()["total"] == 1
+
+
+def test_concurrent_updates_never_lose_a_version(api: httpx.Client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    created = create(api, patient()).json()
+
+    def attempt(index: int) -> int:
+        body = {**created, "name": [{"family": f"Nordmann{index}"}]}
+        return api.put(f"/Patient/{created['id']}", json=body, headers=fhir_headers()).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(attempt, range(12)))
+    assert statuses.count(200) + statuses.count(409) == 12
+    history = api.get(f"/Patient/{created['id']}/_history", params={"_count": "50"}).json()
+    versions = [int(e["resource"]["meta"]["versionId"]) for e in history["entry"]]
+    assert sorted(versions) == list(range(1, len(versions) + 1))
+    assert len(versions) == 1 + statuses.count(200)
