@@ -15,11 +15,12 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
 )
 
 from service.errors import BadRequest
 from service.search.extract import parse_reference
-from service.search.query import DATE_PREFIXES, Criterion, SearchQuery
+from service.search.query import DATE_PREFIXES, SPECIAL_PARAMS, Criterion, SearchQuery
 from service.search.values import InvalidDate, normalise_string, parse_date_range
 from service.storage.schema import (
     resources,
@@ -208,21 +209,46 @@ def _chain_clause(
     resource_type: str, criterion: Criterion, *, base_url: str, id_col: ColumnElement[str]
 ) -> ColumnElement[bool]:
     assert criterion.chain is not None
-    per_target = []
-    for target in criterion.chain_targets:
-        inner = criteria_clause(target, criterion.chain, base_url=base_url)
-        target_ids = select(resources.c.id).where(
-            resources.c.resource_type == target, resources.c.deleted.is_(False), inner
+    inner = criterion.chain
+    targets = criterion.chain_targets
+    target_pairs: Any
+    if inner.code == "_id" and inner.modifier is None:
+        target_pairs = and_(
+            search_reference.c.target_type.in_(targets),
+            search_reference.c.target_id.in_(inner.values),
         )
-        per_target.append(
-            and_(
-                search_reference.c.target_type == target,
-                search_reference.c.target_id.in_(target_ids),
+    elif inner.code not in SPECIAL_PARAMS and inner.modifier in (
+        None,
+        "exact",
+        "contains",
+        "below",
+    ):
+        # Index rows exist only for live resources, so the target's index table alone says
+        # which (type, id) pairs match: one row-value IN that the planner drives from the
+        # (usually tiny) set of targets instead of scanning the source type.
+        table = _TABLE_BY_TYPE[inner.type]
+        conditions = [_value_condition(inner, value, base_url) for value in inner.values]
+        matching_targets = select(table.c.resource_type, table.c.resource_id).where(
+            table.c.resource_type.in_(targets), table.c.param == inner.code, or_(*conditions)
+        )
+        target_pairs = tuple_(search_reference.c.target_type, search_reference.c.target_id).in_(
+            matching_targets
+        )
+    else:
+        per_target = []
+        for target in targets:
+            clause = criteria_clause(target, inner, base_url=base_url)
+            target_ids = select(resources.c.id).where(
+                resources.c.resource_type == target, resources.c.deleted.is_(False), clause
             )
-        )
-    return id_col.in_(
-        _ids_matching(search_reference, resource_type, criterion.code, or_(*per_target))
-    )
+            per_target.append(
+                and_(
+                    search_reference.c.target_type == target,
+                    search_reference.c.target_id.in_(target_ids),
+                )
+            )
+        target_pairs = or_(*per_target)
+    return id_col.in_(_ids_matching(search_reference, resource_type, criterion.code, target_pairs))
 
 
 def _where(query: SearchQuery, base_url: str, extra: ColumnElement[bool] | None) -> list[Any]:
@@ -276,16 +302,39 @@ def _sort_columns(descending: bool) -> dict[str, tuple[Any, Any]]:
 def page_statement(
     query: SearchQuery, *, base_url: str, extra: ColumnElement[bool] | None = None
 ) -> Select[Any]:
-    """Return the SELECT of one page of matches, sorted and limited."""
-    order: list[Any] = []
-    for code, descending, kind in query.sort:
-        key = _sort_key(code, descending, kind)
-        # missing values sort last whichever the direction (both databases agree on this form)
-        order.append(key.is_(None))
-        order.append(key.desc() if descending else key.asc())
+    """Return the SELECT of one page of matches, sorted and limited.
+
+    A deferred join: the inner query finds, sorts and limits the page using the index tables
+    and the narrow covering index of `resources`; only then are the page's JSON rows read.
+    """
+    keys: list[Any] = []
+    directions: list[bool] = []
+    for index, (code, descending, kind) in enumerate(query.sort):
+        keys.append(_sort_key(code, descending, kind).label(f"sort_{index}"))
+        directions.append(descending)
     if not query.sort:
-        order.append(resources.c.last_updated.desc())
-    order.append(resources.c.id)
+        keys.append(resources.c.last_updated.label("sort_default"))
+        directions.append(True)
+    inner_order: list[Any] = []
+    for key, descending in zip(keys, directions, strict=True):
+        # missing values sort last whichever the direction (both databases agree on this form)
+        inner_order.append(key.is_(None))
+        inner_order.append(key.desc() if descending else key.asc())
+    inner_order.append(resources.c.id)
+    page = (
+        select(resources.c.id.label("page_id"), *keys)
+        .where(*_where(query, base_url, extra))
+        .order_by(*inner_order)
+        .limit(query.count)
+        .offset(query.offset)
+        .subquery("page")
+    )
+    outer_order: list[Any] = []
+    for key, descending in zip(keys, directions, strict=True):
+        column = page.c[key.name]
+        outer_order.append(column.is_(None))
+        outer_order.append(column.desc() if descending else column.asc())
+    outer_order.append(page.c.page_id)
     return (
         select(
             resources.c.resource_type,
@@ -295,8 +344,12 @@ def page_statement(
             resources.c.deleted,
             resources.c.content,
         )
-        .where(*_where(query, base_url, extra))
-        .order_by(*order)
-        .limit(query.count)
-        .offset(query.offset)
+        .join(
+            page,
+            and_(
+                resources.c.resource_type == query.resource_type,
+                resources.c.id == page.c.page_id,
+            ),
+        )
+        .order_by(*outer_order)
     )

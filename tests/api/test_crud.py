@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import orjson
@@ -373,8 +374,6 @@ def test_request_id_is_echoed(api: httpx.Client) -> None:
 
 
 def test_concurrent_conditional_creates_make_one_resource(api: httpx.Client) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     fnr = synthetic_fnr()
     criteria = f"identifier={FNR_SYSTEM}|{fnr}"
 
@@ -392,8 +391,6 @@ def test_concurrent_conditional_creates_make_one_resource(api: httpx.Client) -> 
 
 
 def test_concurrent_updates_never_lose_a_version(api: httpx.Client) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     created = create(api, patient()).json()
 
     def attempt(index: int) -> int:
