@@ -260,19 +260,20 @@ class FhirRepository:
         last_updated = now_micros()
         content = finalise(data, id=id, version_id=1, last_updated=last_updated)
         try:
-            with conn.begin_nested():
-                self._store.write(
-                    conn,
-                    resource_type=resource_type,
-                    id=id,
-                    version_id=1,
-                    last_updated=last_updated,
-                    content=content,
-                    data=data,
-                    method=method,
-                    previous_version=None,
-                )
+            self._store.write(
+                conn,
+                resource_type=resource_type,
+                id=id,
+                version_id=1,
+                last_updated=last_updated,
+                content=content,
+                data=data,
+                method=method,
+                previous_version=None,
+            )
         except IntegrityError as exc:
+            # only a client-chosen id can collide (update-as-create racing another); the
+            # transaction is rolled back as a whole
             raise Conflict(f"{resource_type}/{id} was created concurrently; retry") from exc
         return StoredResource(resource_type, id, 1, last_updated, False, content)
 
@@ -491,19 +492,28 @@ class FhirRepository:
         extra = self._policy.search_filter(self.ctx, query.resource_type)
         with self._ro(conn) as c:
             total: int | None = None
+            rows: list[StoredResource] = []
+            if query.summary != "count" and query.count > 0:
+                rows = self._search_rows(c, query, extra)
             if query.summary == "count" or query.total != "none":
-                total = int(
-                    c.execute(
-                        search_sql.count_statement(
-                            query, base_url=self.config.base_url, extra=extra
-                        )
-                    ).scalar_one()
-                )
+                if (
+                    query.summary != "count"
+                    and query.count > len(rows)
+                    and (rows or query.offset == 0)
+                ):
+                    # a page that is not full already tells the total: skip the count query
+                    total = query.offset + len(rows)
+                else:
+                    total = int(
+                        c.execute(
+                            search_sql.count_statement(
+                                query, base_url=self.config.base_url, extra=extra
+                            )
+                        ).scalar_one()
+                    )
             if query.summary == "count" or query.count == 0:
                 return SearchResult(query=query, matches=[], included=[], total=total)
-            matches = [
-                m for m in self._search_rows(c, query, extra) if self._policy.can_read(self.ctx, m)
-            ]
+            matches = [m for m in rows if self._policy.can_read(self.ctx, m)]
             included = self._includes(c, query, matches)
         return SearchResult(query=query, matches=matches, included=included, total=total)
 

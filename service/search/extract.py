@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from service.fhir import spec
@@ -173,6 +174,17 @@ def _split_union(expression: str) -> list[str]:
     return parts
 
 
+@cache
+def _choice_names() -> frozenset[str]:
+    """Return every element name that is a choice (`value[x]`) somewhere in the covered types."""
+    names: set[str] = set()
+    for type_name in (*spec.covered_resource_types(), *spec.datatypes()):
+        for path in spec.elements(type_name):
+            if path.endswith("[x]"):
+                names.add(path.rsplit(".", 1)[1][:-3])
+    return frozenset(names)
+
+
 def _children(node: Any, step: _Step) -> Iterator[Any]:
     if not isinstance(node, dict):
         return
@@ -180,7 +192,7 @@ def _children(node: Any, step: _Step) -> Iterator[Any]:
         values = node.get(step.name + step.cast)
     else:
         values = node.get(step.name)
-        if values is None:
+        if values is None and step.name in _choice_names():
             # a choice element (value[x]) without a cast: any of its typed forms
             prefix_len = len(step.name)
             for key, candidate in node.items():

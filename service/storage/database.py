@@ -29,8 +29,16 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            # No pre-ping: it costs every request a round trip. A dead connection fails its
+            # request with 503 and is discarded; recycling keeps idle ones from going stale.
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
         self.engine: Engine = create_engine(url, **kwargs)
+        # Reads run in autocommit: no BEGIN/ROLLBACK round trips around a single SELECT.
+        self._read_engine: Engine = (
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         # SQLite allows one writer; serialising writes here avoids "database is locked"
         # failures from deferred transactions upgrading their lock under concurrency.
         self._write_lock: contextlib.AbstractContextManager[Any] = (
@@ -46,7 +54,7 @@ class Database:
     def read(self) -> Iterator[Connection]:
         """Open a connection for reading."""
         try:
-            with self.engine.connect() as conn:
+            with self._read_engine.connect() as conn:
                 yield conn
         except OperationalError as exc:
             raise _unavailable(exc) from exc
