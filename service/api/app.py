@@ -10,12 +10,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
 
 from service import __version__
 from service.access import AccessPolicy, ScopeAccessPolicy
 from service.api.capability import capability_statement
 from service.api.deps import Services
-from service.api.fhir_routes import router as fhir_router
+from service.api.fhir_routes import routes as fhir_routes
 from service.api.middleware import RequestContextMiddleware
 from service.api.outcomes import error_response
 from service.auth import DevIssuer, TokenVerifier
@@ -141,5 +142,9 @@ def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None 
             return JSONResponse({"status": "unavailable", "reason": exc.diagnostics}, 503)
         return JSONResponse({"status": "ready"})
 
-    app.include_router(fhir_router)
+    # the base URL takes batch/transaction Bundles with or without the trailing slash
+    bundle_route = next(route for route in fhir_routes if route.name == "bundle")
+    app.router.routes.append(Route("/fhir", bundle_route.endpoint, methods=["POST"]))
+    app.router.routes.append(Mount("/fhir", routes=fhir_routes))
+    app.router.redirect_slashes = False
     return app

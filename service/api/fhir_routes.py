@@ -2,29 +2,60 @@
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from service.api import render
-from service.api.deps import Repo, ServicesDep
+from service.api.deps import Services, repository_for, services_of
 from service.api.outcomes import FHIR_JSON, outcome_bytes
 from service.bundles import process_bundle
 from service.errors import BadRequest, Issue, NotAcceptable, UnsupportedMediaType
 from service.fhir.validation import parse_json
-from service.repository import WriteResult
+from service.repository import FhirRepository, WriteResult
 from service.search.values import InvalidDate, parse_date_range
 from service.storage.store import StoredResource
 
-__all__ = ["router"]
+__all__ = ["routes"]
 
-router = APIRouter(prefix="/fhir")
 _T = TypeVar("_T")
+_E = TypeVar("_E", bound=Callable[..., Any])
+
+# Plain Starlette routes: the endpoints parse their own input (FHIR JSON, search parameters),
+# so FastAPI's parameter solving and route matching would only add CPU to every request.
+routes: list[Route] = []
+
+
+def _route(path: str, method: str) -> Callable[[_E], _E]:
+    """Register an endpoint called as endpoint(request, **path_params)."""
+
+    def register(endpoint: _E) -> _E:
+        if inspect.iscoroutinefunction(endpoint):
+
+            async def handle_async(request: Request) -> Response:
+                response: Response = await endpoint(request, **request.path_params)
+                return response
+
+            handler: Callable[[Request], Any] = handle_async
+        else:
+
+            def handle_sync(request: Request) -> Response:
+                response: Response = endpoint(request, **request.path_params)
+                return response
+
+            handler = handle_sync
+        routes.append(Route(path, handler, methods=[method], name=endpoint.__name__))
+        return endpoint
+
+    return register
+
 
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json-patch+json")
 _ACCEPTABLE = ("application/fhir+json", "application/json", "*/*", "application/*", "")
@@ -100,17 +131,19 @@ def _prefer_strict(request: Request) -> bool:
     return "handling=strict" in request.headers.get("prefer", "").replace(" ", "")
 
 
-@router.get("/metadata")
-def metadata(request: Request, services: ServicesDep) -> Response:
+@_route("/metadata", "GET")
+def metadata(request: Request) -> Response:
     """Serve the CapabilityStatement (no authentication, as clients need it first)."""
+    services = services_of(request)
     _negotiate(request)
     return Response(services.capability, media_type=FHIR_JSON)
 
 
-@router.post("")
-@router.post("/")
-async def bundle(request: Request, repo: Repo, services: ServicesDep) -> Response:
+@_route("/", "POST")
+async def bundle(request: Request) -> Response:
     """Process a batch or transaction Bundle."""
+    services = services_of(request)
+    repo = repository_for(request, services)
     _negotiate(request)
     body = await _json_body(request)
     result = await _in_thread(process_bundle, repo, body, services.settings.fhir_base)
@@ -123,8 +156,8 @@ async def _in_thread(func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
 
 def _search_response(
     request: Request,
-    repo: Repo,
-    services: ServicesDep,
+    repo: FhirRepository,
+    services: Services,
     resource_type: str,
     pairs: list[tuple[str, str]],
 ) -> Response:
@@ -141,19 +174,21 @@ def _search_response(
     return Response(body, media_type=FHIR_JSON)
 
 
-@router.get("/{resource_type}")
-def search(request: Request, resource_type: str, repo: Repo, services: ServicesDep) -> Response:
+@_route("/{resource_type}", "GET")
+def search(request: Request, resource_type: str) -> Response:
     """Search with GET."""
+    services = services_of(request)
+    repo = repository_for(request, services)
     _negotiate(request)
     pairs = list(request.query_params.multi_items())
     return _search_response(request, repo, services, resource_type, pairs)
 
 
-@router.post("/{resource_type}/_search")
-async def search_post(
-    request: Request, resource_type: str, repo: Repo, services: ServicesDep
-) -> Response:
+@_route("/{resource_type}/_search", "POST")
+async def search_post(request: Request, resource_type: str) -> Response:
     """Search with POST (form-encoded parameters, optionally also in the URL)."""
+    services = services_of(request)
+    repo = repository_for(request, services)
     _negotiate(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
@@ -165,11 +200,11 @@ async def search_post(
     return await _in_thread(_search_response, request, repo, services, resource_type, pairs)
 
 
-@router.post("/{resource_type}")
-async def create(
-    request: Request, resource_type: str, repo: Repo, services: ServicesDep
-) -> Response:
+@_route("/{resource_type}", "POST")
+async def create(request: Request, resource_type: str) -> Response:
     """Create, or conditionally create with If-None-Exist."""
+    services = services_of(request)
+    repo = repository_for(request, services)
     _negotiate(request)
     body = await _json_body(request)
     result = await _in_thread(
@@ -204,11 +239,11 @@ def _history_params(
     return since, before, min(int(count_text), 500), int(offset_text), extra
 
 
-@router.get("/{resource_type}/_history")
-def type_history(
-    request: Request, resource_type: str, repo: Repo, services: ServicesDep
-) -> Response:
+@_route("/{resource_type}/_history", "GET")
+def type_history(request: Request, resource_type: str) -> Response:
     """History of all resources of a type."""
+    services = services_of(request)
+    repo = repository_for(request, services)
     _negotiate(request)
     since, before, count, offset, extra = _history_params(request)
     page = repo.history(
@@ -227,11 +262,11 @@ def type_history(
     return Response(body, media_type=FHIR_JSON)
 
 
-@router.get("/{resource_type}/{id}")
-def read(
-    request: Request, resource_type: str, id: str, repo: Repo, services: ServicesDep
-) -> Response:
+@_route("/{resource_type}/{id}", "GET")
+def read(request: Request, resource_type: str, id: str) -> Response:
     """Read the current version."""
+    services = services_of(request)
+    repo = repository_for(request, services)
     _negotiate(request)
     stored = repo.read(resource_type=resource_type, id=id)
     headers = _resource_headers(stored, services.settings.fhir_base)
@@ -250,11 +285,11 @@ def read(
     return Response(body, headers=headers, media_type=FHIR_JSON)
 
 
-@router.put("/{resource_type}/{id}")
-async def update(
-    request: Request, resource_type: str, id: str, repo: Repo, services: ServicesDep
-) -> Response:
+@_route("/{resource_type}/{id}", "PUT")
+async def update(request: Request, resource_type: str, id: str) -> Response:
     """Update (or create with the client's id)."""
+    services = services_of(request)
+    repo = repository_for(request, services)
     _negotiate(request)
     body = await _json_body(request)
     result = await _in_thread(
@@ -267,11 +302,11 @@ async def update(
     return _write_response(request, result, services.settings.fhir_base)
 
 
-@router.patch("/{resource_type}/{id}")
-async def patch(
-    request: Request, resource_type: str, id: str, repo: Repo, services: ServicesDep
-) -> Response:
+@_route("/{resource_type}/{id}", "PATCH")
+async def patch(request: Request, resource_type: str, id: str) -> Response:
     """Patch with a JSON Patch document."""
+    services = services_of(request)
+    repo = repository_for(request, services)
     _negotiate(request)
     body = await _json_body(request, patch=True)
     result = await _in_thread(
@@ -284,19 +319,21 @@ async def patch(
     return _write_response(request, result, services.settings.fhir_base)
 
 
-@router.delete("/{resource_type}/{id}")
-def delete(request: Request, resource_type: str, id: str, repo: Repo) -> Response:
+@_route("/{resource_type}/{id}", "DELETE")
+def delete(request: Request, resource_type: str, id: str) -> Response:
     """Delete; later reads answer 410 Gone."""
+    services = services_of(request)
+    repo = repository_for(request, services)
     tombstone = repo.delete(resource_type=resource_type, id=id)
     headers = {"ETag": render.etag(tombstone)} if tombstone is not None else {}
     return Response(status_code=204, headers=headers)
 
 
-@router.get("/{resource_type}/{id}/_history")
-def instance_history(
-    request: Request, resource_type: str, id: str, repo: Repo, services: ServicesDep
-) -> Response:
+@_route("/{resource_type}/{id}/_history", "GET")
+def instance_history(request: Request, resource_type: str, id: str) -> Response:
     """History of one resource."""
+    services = services_of(request)
+    repo = repository_for(request, services)
     _negotiate(request)
     since, before, count, offset, extra = _history_params(request)
     page = repo.history(
@@ -315,16 +352,11 @@ def instance_history(
     return Response(body, media_type=FHIR_JSON)
 
 
-@router.get("/{resource_type}/{id}/_history/{version_id}")
-def vread(  # noqa: PLR0917  (FastAPI passes path parameters by name)
-    request: Request,
-    resource_type: str,
-    id: str,
-    version_id: str,
-    repo: Repo,
-    services: ServicesDep,
-) -> Response:
+@_route("/{resource_type}/{id}/_history/{version_id}", "GET")
+def vread(request: Request, *, resource_type: str, id: str, version_id: str) -> Response:
     """Read one version."""
+    services = services_of(request)
+    repo = repository_for(request, services)
     _negotiate(request)
     stored = repo.vread(resource_type=resource_type, id=id, version_id=version_id)
     headers = _resource_headers(stored, services.settings.fhir_base)

@@ -347,15 +347,15 @@ _PG_HISTORY_INSERT = """
 # Data-modifying CTEs all see the statement's snapshot, so the DELETEs below remove only the
 # previous version's index rows and never the ones inserted beside them.
 # S608: these are constant strings joined at import; every value is a bound parameter.
-_PG_CREATE = text(  # noqa: S608
-    "WITH cur AS (INSERT INTO resources (resource_type, id, version_id, last_updated, deleted,"
+_PG_CREATE = text(
+    "WITH cur AS (INSERT INTO resources (resource_type, id, version_id, last_updated, deleted,"  # noqa: S608
     " content) VALUES (:rt, :id, :v, :lu, false, CAST(:content AS jsonb)) RETURNING 1),"
     + _PG_HISTORY_INSERT
     + _PG_INDEX_INSERTS
     + "SELECT count(*) FROM cur"
 )
-_PG_UPDATE = text(  # noqa: S608
-    "WITH cur AS (UPDATE resources SET version_id = :v, last_updated = :lu, deleted = false,"
+_PG_UPDATE = text(
+    "WITH cur AS (UPDATE resources SET version_id = :v, last_updated = :lu, deleted = false,"  # noqa: S608
     " content = CAST(:content AS jsonb)"
     " WHERE resource_type = :rt AND id = :id AND version_id = :prev RETURNING 1),"
     + _PG_HISTORY_INSERT

@@ -270,3 +270,14 @@ def test_demo_log_loads_as_one_transaction(api: httpx.Client) -> None:
     assert found["total"] == 1
     tasks = [e for e in found["entry"] if e["search"]["mode"] == "include"]
     assert len(tasks) == sum(1 for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
+
+
+def test_base_url_without_trailing_slash_takes_bundles(server: LiveServer) -> None:
+    token = server.practitioner_token(org=synthetic_orgnr())
+    response = httpx.post(
+        server.fhir,
+        json={"resourceType": "Bundle", "type": "batch"},
+        headers={"Authorization": f"Bearer {token}", **fhir_headers()},
+    )
+    assert response.status_code == 200
+    assert response.json()["type"] == "batch-response"
