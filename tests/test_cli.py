@@ -6,11 +6,16 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import inspect
 
+from service.storage.database import Database
+from service.storage.migrations import upgrade_database
+from tests.conftest import new_postgres_database
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,3 +116,15 @@ def test_serve_demo_answers_over_http(env: dict[str, str]) -> None:
         out, err = process.communicate(timeout=20)
     assert "Get a token" in out
     assert '"message":"request"' in err  # JSON access log lines with request ids
+
+
+@pytest.mark.postgres
+def test_concurrent_migrations_on_postgres(postgres_admin_url: str) -> None:
+    url = new_postgres_database(postgres_admin_url)
+    databases = [Database(url) for _ in range(3)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(lambda db: upgrade_database(db.engine), databases))
+    tables = set(inspect(databases[0].engine).get_table_names())
+    assert {"resources", "resource_history", "search_token", "alembic_version"} <= tables
+    for database in databases:
+        database.dispose()

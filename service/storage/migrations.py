@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 __all__ = ["alembic_config", "upgrade_database"]
 
@@ -26,5 +26,8 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database schema to the given revision."""
     config = alembic_config()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # several workers may start at once; one migrates, the others wait and find it done
+            connection.execute(text("SELECT pg_advisory_xact_lock(7426561)"))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
