@@ -31,7 +31,13 @@ class Database:
         else:
             # No pre-ping: it costs every request a round trip. A dead connection fails its
             # request with 503 and is discarded; recycling keeps idle ones from going stale.
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_recycle=1800,
+                # autocommit reads have nothing to roll back when returned to the pool
+                skip_autocommit_rollback=True,
+            )
         self.engine: Engine = create_engine(url, **kwargs)
         # Reads run in autocommit: no BEGIN/ROLLBACK round trips around a single SELECT.
         self._read_engine: Engine = (
