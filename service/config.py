@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         default=15, ge=0, description="Least time between two JWKS fetches for unknown key ids."
     )
     auth_leeway_seconds: int = Field(default=30, ge=0, description="Clock skew allowed on exp/nbf.")
+    role_claim: str = Field(
+        default="stafett_roles",
+        description='Token claim listing Stafett roles; "dpo" marks a data protection officer.',
+    )
     scope_aliases: dict[str, str] = Field(
         default_factory=dict,
         description='JSON object IdP scope -> SMART scopes, e.g. {"kommune:stafett.les": '

@@ -60,6 +60,7 @@ def build_services(settings: Settings, *, policy: AccessPolicy | None = None) ->
         jwks_min_refresh_seconds=settings.jwks_min_refresh_seconds,
         leeway_seconds=settings.auth_leeway_seconds,
         scope_aliases=settings.scope_aliases,
+        role_claim=settings.role_claim,
     )
     return Services(
         settings=settings,

@@ -31,6 +31,7 @@ from service.identifiers import is_valid_fnr, is_valid_hpr, is_valid_orgnr
 
 __all__ = [
     "CITIZEN_ACR_VALUES",
+    "DEFAULT_ROLE_CLAIM",
     "HELSEID_HPR",
     "HELSEID_ORGNR_CHILD",
     "HELSEID_ORGNR_PARENT",
@@ -42,6 +43,8 @@ __all__ = [
     "principal_from_claims",
 ]
 
+#: Claim carrying Stafett roles (space-separated string or list), e.g. "dpo".
+DEFAULT_ROLE_CLAIM = "stafett_roles"
 HELSEID_PID = "helseid://claims/identity/pid"
 HELSEID_HPR = "helseid://claims/hpr/hpr_number"
 HELSEID_SECURITY_LEVEL = "helseid://claims/identity/security_level"
@@ -59,7 +62,11 @@ CITIZEN_ACR_VALUES = frozenset(
 
 
 def principal_from_claims(
-    claims: Mapping[str, Any], *, issuer: str, scope_aliases: Mapping[str, str] | None = None
+    claims: Mapping[str, Any],
+    *,
+    issuer: str,
+    scope_aliases: Mapping[str, str] | None = None,
+    role_claim: str = DEFAULT_ROLE_CLAIM,
 ) -> Principal:
     """Build the Principal for verified claims, or raise AuthError naming the bad claim.
 
@@ -90,6 +97,8 @@ def principal_from_claims(
             organization=employer,
             parent_organization=parent,
             supplier_organization=_orgnr(claims, HELSEID_ORGNR_SUPPLIER),
+            # roles (e.g. "dpo") only ever widen what a practitioner may audit, never the log
+            roles=_roles(claims, role_claim),
             **common,
         )
     if hpr:
@@ -215,3 +224,14 @@ def _display_name(claims: Mapping[str, Any]) -> str | None:
     parts = [claims.get(key) for key in ("given_name", "middle_name", "family_name")]
     joined = " ".join(part.strip() for part in parts if isinstance(part, str) and part.strip())
     return joined or None
+
+
+def _roles(claims: Mapping[str, Any], role_claim: str) -> frozenset[str]:
+    value = claims.get(role_claim)
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return frozenset(value)
+    if value is None:
+        return frozenset()
+    raise AuthError(f"claim {role_claim!r} must be a string or a list of strings")

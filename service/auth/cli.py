@@ -24,6 +24,9 @@ _DEFAULT_SCOPES = {
 }
 
 
+_DEV_DPO_PID = "01817010055"
+
+
 class _UsageError(Exception):
     """Bad command-line input; the message names the option and what is wrong."""
 
@@ -50,6 +53,11 @@ def add_token_parser(
     )
     who.add_argument("--citizen", metavar="PID", help="a citizen (ID-porten-shaped token)")
     who.add_argument("--system", metavar="ORGNR", help="a system (Maskinporten-shaped token)")
+    who.add_argument(
+        "--dpo",
+        action="store_true",
+        help="a data protection officer (practitioner token with the dpo role); needs --org",
+    )
     parser.add_argument("--org", metavar="ORGNR", help="the practitioner's organisation (unit)")
     parser.add_argument("--pid", metavar="PID", help="the practitioner's fødselsnummer")
     parser.add_argument("--name", help="display name of the person")
@@ -92,6 +100,8 @@ def run_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _kind(args: argparse.Namespace) -> str:
+    if args.dpo:
+        return "dpo"
     if args.practitioner is not None:
         return "practitioner"
     return "citizen" if args.citizen is not None else "system"
@@ -101,6 +111,13 @@ def _check_args(args: argparse.Namespace) -> None:
     kind = _kind(args)
     if args.lifetime <= 0:
         raise _UsageError(f"--lifetime must be a positive number of seconds, got {args.lifetime}")
+    if kind == "dpo":
+        if args.org is None:
+            raise _UsageError("--dpo needs --org ORGNR (the municipality's organisation number)")
+        _check_orgnr(args.org, "--org")
+        if args.pid is not None and not is_valid_fnr(args.pid):
+            raise _UsageError(_bad_pid("--pid"))
+        return
     if kind == "practitioner":
         if args.org is None:
             raise _UsageError("--practitioner needs --org ORGNR (the 9-digit organisation number)")
@@ -154,6 +171,18 @@ def _bad_pid(option: str) -> str:
 def _issue(issuer: DevIssuer, args: argparse.Namespace, *, audience: str) -> str:
     kind = _kind(args)
     scopes: str = args.scope if args.scope is not None else _DEFAULT_SCOPES.get(kind, "")
+    if kind == "dpo":
+        return issuer.issue_practitioner(
+            hpr=None,
+            # a synthetic person (month + 80) unless one is given
+            pid=args.pid or _DEV_DPO_PID,
+            organization=args.org,
+            scopes=args.scope if args.scope is not None else "user/*.rs",
+            name=args.name or "Personvernombud (dev)",
+            lifetime_seconds=args.lifetime,
+            audience=audience,
+            roles=("dpo",),
+        )
     if kind == "practitioner":
         return issuer.issue_practitioner(
             hpr=args.practitioner or None,

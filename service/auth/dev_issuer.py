@@ -13,7 +13,7 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,6 +23,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key
 
 from service.auth.claims import (
+    DEFAULT_ROLE_CLAIM,
     HELSEID_HPR,
     HELSEID_ORGNR_CHILD,
     HELSEID_ORGNR_PARENT,
@@ -95,6 +96,7 @@ class DevIssuer:
         lifetime_seconds: int = 3600,
         audience: str = "stafett",
         client_id: str = _DEFAULT_CLIENT_ID,
+        roles: Sequence[str] = (),
     ) -> str:
         """Return a HelseID-shaped access token for an employee of organization."""
         if hpr is None and pid is None:
@@ -123,6 +125,8 @@ class DevIssuer:
             claims[HELSEID_ORGNR_CHILD] = organization
         if name:
             claims["name"] = name
+        if roles:
+            claims[DEFAULT_ROLE_CLAIM] = " ".join(roles)
         return self._sign(claims, lifetime_seconds, audience, client_id)
 
     def issue_citizen(

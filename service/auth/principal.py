@@ -11,6 +11,10 @@ from service.auth.scopes import Interaction, ScopeContext, ScopeSet
 __all__ = ["Principal", "PrincipalKind"]
 
 
+#: The role value that makes a practitioner a data protection officer.
+DPO_ROLE = "dpo"
+
+
 class PrincipalKind(StrEnum):
     """Who is calling: an employee of a service, a citizen (child, guardian), or a system."""
 
@@ -51,6 +55,12 @@ class Principal:
     token_id: str | None = None
     display: str | None = None
     acr: str | None = None
+    roles: frozenset[str] = frozenset()
+
+    @property
+    def is_dpo(self) -> bool:
+        """Return whether the caller acts as data protection officer (personvernombud)."""
+        return self.kind is PrincipalKind.PRACTITIONER and DPO_ROLE in self.roles
 
     @property
     def scope_context(self) -> ScopeContext:

@@ -22,7 +22,7 @@ from joserfc.errors import (
 )
 from joserfc.jwt import JWTClaimsRegistry
 
-from service.auth.claims import principal_from_claims
+from service.auth.claims import DEFAULT_ROLE_CLAIM, principal_from_claims
 from service.auth.errors import AuthError
 from service.auth.jwks import KeySource, RemoteJwks, StaticKeySource
 
@@ -81,12 +81,14 @@ class TokenVerifier:
         jwks_timeout_seconds: float = 5.0,
         principal_cache_size: int = 10_000,
         scope_aliases: Mapping[str, str] | None = None,
+        role_claim: str = DEFAULT_ROLE_CLAIM,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not audience:
             raise ValueError("audience must not be empty")
         self._audience = audience
         self._scope_aliases = dict(scope_aliases or {})
+        self._role_claim = role_claim
         self._leeway = leeway_seconds
         self._clock = clock
         self._owns_http = http_client is None
@@ -178,7 +180,9 @@ class TokenVerifier:
         if not valid:
             raise AuthError("token signature is invalid")
         self._check_registered_claims(claims, now)
-        return principal_from_claims(claims, issuer=issuer, scope_aliases=self._scope_aliases)
+        return principal_from_claims(
+            claims, issuer=issuer, scope_aliases=self._scope_aliases, role_claim=self._role_claim
+        )
 
     def _check_registered_claims(self, claims: dict[str, Any], now: float) -> None:
         registry = JWTClaimsRegistry(

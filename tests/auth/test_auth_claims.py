@@ -262,3 +262,21 @@ def test_www_authenticate_is_ascii() -> None:
     assert header == (
         'Bearer error="invalid_token", error_description="token pid is not a valid fodselsnummer x"'
     )
+
+
+def test_dpo_role_from_configured_claim() -> None:
+    from service.auth.claims import principal_from_claims
+
+    claims = {
+        "sub": "x",
+        "exp": 4_000_000_000,
+        "helseid://claims/identity/pid": "01817010055",
+        "helseid://claims/client/claims/orgnr_parent": "912837467",
+        "scope": "user/*.rs",
+        "kommune_roller": ["dpo"],
+    }
+    default = principal_from_claims(claims, issuer="i")
+    assert not default.is_dpo
+    configured = principal_from_claims(claims, issuer="i", role_claim="kommune_roller")
+    assert configured.is_dpo
+    assert configured.roles == frozenset({"dpo"})

@@ -131,7 +131,7 @@ def test_no_kind_is_an_argparse_usage_error(capsys: pytest.CaptureFixture[str]) 
         parse(["token", "--org", ORGNR_UNIT])
     assert caught.value.code == 2
     assert (
-        "one of the arguments --practitioner --citizen --system is required"
+        "one of the arguments --practitioner --citizen --system --dpo is required"
         in capsys.readouterr().err
     )
 
