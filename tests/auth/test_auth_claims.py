@@ -265,8 +265,6 @@ def test_www_authenticate_is_ascii() -> None:
 
 
 def test_dpo_role_from_configured_claim() -> None:
-    from service.auth.claims import principal_from_claims
-
     claims = {
         "sub": "x",
         "exp": 4_000_000_000,
