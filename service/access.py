@@ -2,10 +2,11 @@
 
 The repository (service/repository.py) calls an ``AccessPolicy`` at each of these points,
 in the manner of HAPI FHIR's IConsentService: once per interaction (``check_interaction``),
-once per resource that would be shown (``can_read``), once per write (``check_write``), and
-once per search to push a filter into SQL (``search_filter``) so that lists are filtered by
-the database and ``Bundle.total`` cannot count what the caller may not see. The foundation
-policy checks SMART scopes only; the consent service replaces it with the family's decisions.
+once per resource that would be shown (``can_read``), once per write on the state it would
+leave behind (``check_write``), and once per search to push a filter into SQL
+(``search_filter``) so that lists are filtered by the database and ``Bundle.total`` cannot
+count what the caller may not see. Decisions come back to the repository, which audits them
+(one place) and turns denials into 404 (reads: existence is hidden) or 403 (writes).
 """
 
 from __future__ import annotations
@@ -14,30 +15,51 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, Connection
 
 from service.auth import Interaction, Principal
 from service.errors import Forbidden
 from service.storage.store import StoredResource
 
-__all__ = ["AccessPolicy", "RequestContext", "ScopeAccessPolicy"]
+__all__ = ["AccessDecision", "AccessPolicy", "RequestContext", "ScopeAccessPolicy"]
 
 
 @dataclass(frozen=True, slots=True)
 class RequestContext:
-    """Who is asking, and the ids that tie the request to logs and audit records."""
+    """Who is asking, the ids that tie the request to logs and audit, and per-request state."""
 
     principal: Principal
     request_id: str
     correlation_id: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    # caches of the access policy for this request only (never shared across requests, so a
+    # withdrawn consent takes effect at the very next request)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessDecision:
+    """One decision of the policy, as the audit records it."""
+
+    permitted: bool
+    decision_id: str
+    patient_id: str | None = None
+    consent_id: str | None = None
+    basis: str = ""
+    reason: str = ""
+    provision: str | None = None
+    # directory data (services, employees) is in no child's log and is not audited
+    audited: bool = True
+
+
+ALLOW_UNAUDITED = AccessDecision(permitted=True, decision_id="", audited=False)
 
 
 class AccessPolicy(Protocol):
-    """Decides what a caller may do; implementations must be cheap and side-effect free.
+    """Decides what a caller may do; implementations are side-effect free.
 
-    Denials raise ``service.errors.Forbidden`` (or ``NotFound`` to hide that a resource
-    exists); ``can_read`` returns False to drop a resource silently from a result set.
+    ``check_interaction`` raises ``service.errors.Forbidden``; the other hooks return
+    decisions. ``conn`` is the connection of the current transaction, so a write is decided
+    on the state it leaves behind (the pending entries of a transaction Bundle included).
     """
 
     def check_interaction(
@@ -45,26 +67,34 @@ class AccessPolicy(Protocol):
     ) -> None:
         """Refuse an interaction on a type before any data is touched."""
 
-    def can_read(self, ctx: RequestContext, resource: StoredResource) -> bool:
-        """Return whether this stored resource may be shown to the caller."""
+    def can_read(
+        self, ctx: RequestContext, resource: StoredResource, *, conn: Connection
+    ) -> AccessDecision:
+        """Decide whether this stored resource may be shown to the caller."""
 
     def check_write(
         self,
         ctx: RequestContext,
         *,
+        conn: Connection,
         interaction: Interaction,
         resource_type: str,
         current: Mapping[str, Any] | None,
         proposed: Mapping[str, Any] | None,
-    ) -> None:
-        """Refuse a create, update or delete (proposed is None for delete)."""
+    ) -> AccessDecision:
+        """Decide a create, update or delete (proposed is None for delete)."""
 
-    def search_filter(self, ctx: RequestContext, resource_type: str) -> ColumnElement[bool] | None:
+    def search_filter(
+        self, ctx: RequestContext, resource_type: str, *, conn: Connection
+    ) -> ColumnElement[bool] | None:
         """Return an SQL condition on `resources` that hides what the caller may not see."""
 
 
 class ScopeAccessPolicy:
-    """The foundation policy: SMART scopes gate interactions; no per-resource rule yet."""
+    """SMART scopes only, no consent: for tests of FHIR mechanics and explicit benchmarks.
+
+    Refused in production (``STAFETT_ACCESS_POLICY=scopes-only``); see service/config.py.
+    """
 
     def check_interaction(
         self, ctx: RequestContext, interaction: Interaction, resource_type: str
@@ -75,21 +105,27 @@ class ScopeAccessPolicy:
                 f"The token's scopes do not allow '{interaction.value}' on {resource_type}"
             )
 
-    def can_read(self, ctx: RequestContext, resource: StoredResource) -> bool:
+    def can_read(
+        self, ctx: RequestContext, resource: StoredResource, *, conn: Connection
+    ) -> AccessDecision:
         """Allow every resource the scopes already admitted."""
-        return True
+        return ALLOW_UNAUDITED
 
     def check_write(
         self,
         ctx: RequestContext,
         *,
+        conn: Connection,
         interaction: Interaction,
         resource_type: str,
         current: Mapping[str, Any] | None,
         proposed: Mapping[str, Any] | None,
-    ) -> None:
+    ) -> AccessDecision:
         """Allow every write the scopes already admitted."""
+        return ALLOW_UNAUDITED
 
-    def search_filter(self, ctx: RequestContext, resource_type: str) -> ColumnElement[bool] | None:
+    def search_filter(
+        self, ctx: RequestContext, resource_type: str, *, conn: Connection
+    ) -> ColumnElement[bool] | None:
         """Add no filter."""
         return None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from consent import ConsentPolicy
 
 __all__ = ["Settings"]
 
@@ -52,6 +55,41 @@ class Settings(BaseSettings):
         default=15, ge=0, description="Least time between two JWKS fetches for unknown key ids."
     )
     auth_leeway_seconds: int = Field(default=30, ge=0, description="Clock skew allowed on exp/nbf.")
+    access_policy: Literal["consent", "scopes-only"] = Field(
+        default="consent",
+        description="consent: the family's Consents decide every access (always in production);"
+        " scopes-only: SMART scopes alone, for tests of FHIR mechanics and benchmarks.",
+    )
+    consent_age: dict[str, int] = Field(
+        default_factory=lambda: {"default": 16},
+        description="JSON object legal domain -> age from which the youth consents alone, e.g. "
+        '{"default": 16, "health": 16, "child-welfare": 15}.',
+    )
+    guardians_required: Literal["one", "all"] = Field(
+        default="one",
+        description="one: one guardian with parental responsibility consents; all: every "
+        "guardian with joint responsibility (felles) must sign.",
+    )
+    youth_read_age: int = Field(
+        default=12, ge=0, description="Age from which the child reads their own log."
+    )
+    parental_codes: list[str] = Field(
+        default_factory=lambda: ["felles", "mor", "far", "medmor"],
+        description="Parental-responsibility codes (no-basis) that let a guardian read and "
+        "consent; andre/ukjent do not by default.",
+    )
+    family_write_types: list[str] = Field(
+        default_factory=list,
+        description='Log types the family may write besides Consent, e.g. ["Communication"].',
+    )
+    audit_batch_size: int = Field(
+        default=200, ge=1, description="Most audit events committed together (group commit)."
+    )
+    audit_batch_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long the audit committer waits for more events before committing.",
+    )
     role_claim: str = Field(
         default="stafett_roles",
         description='Token claim listing Stafett roles; "dpo" marks a data protection officer.',
@@ -78,6 +116,8 @@ class Settings(BaseSettings):
                 raise ValueError("production needs STAFETT_DATABASE_URL pointing at PostgreSQL")
             if not self.trusted_issuers:
                 raise ValueError("production needs STAFETT_TRUSTED_ISSUERS")
+            if self.access_policy != "consent":
+                raise ValueError("STAFETT_ACCESS_POLICY must be consent in production")
         return self
 
     @cached_property
@@ -92,7 +132,33 @@ class Settings(BaseSettings):
             return url
         return f"sqlite:///{(self.data_dir / 'stafett.db').resolve()}"
 
+    def consent_policy(self) -> ConsentPolicy:
+        """Return the municipal consent policy these settings describe."""
+        return ConsentPolicy(
+            consent_age=dict(self.consent_age),
+            guardians_required=self.guardians_required,
+            youth_read_age=self.youth_read_age,
+            parental_codes=frozenset(self.parental_codes),
+            family_write_types=frozenset(self.family_write_types),
+            revision=f"settings:{hash_settings(self)}",
+        )
+
     @property
     def fhir_base(self) -> str:
         """Return the public FHIR base URL."""
         return self.base_url.rstrip("/") + "/fhir"
+
+
+def hash_settings(settings: Settings) -> str:
+    """Return a short fingerprint of the consent settings, recorded with every decision."""
+    text = "|".join(
+        str(value)
+        for value in (
+            sorted(settings.consent_age.items()),
+            settings.guardians_required,
+            settings.youth_read_age,
+            sorted(settings.parental_codes),
+            sorted(settings.family_write_types),
+        )
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -11,14 +11,15 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
 import orjson
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
-from service.access import AccessPolicy, RequestContext
+from service.access import AccessDecision, AccessPolicy, RequestContext
+from service.audit import AuditRecord, AuditTrail, AuditUnavailable
 from service.auth import Interaction
 from service.errors import (
     BadRequest,
@@ -44,6 +45,19 @@ __all__ = ["FhirRepository", "RepositoryConfig", "SearchResult", "WriteResult"]
 
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 _MAX_INCLUDES = 1000
+_MAX_AUDITED_RESOURCES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingWrite:
+    """A write made in the open transaction, decided just before it commits."""
+
+    interaction: Interaction
+    subtype: str
+    resource_type: str
+    id: str
+    current: Mapping[str, Any] | None
+    proposed: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +89,7 @@ class RepositoryConfig:
     base_url: str
     default_page_size: int
     max_page_size: int
+    audit: AuditTrail | None = None
 
     def search_params(self) -> Mapping[str, Mapping[str, CompiledParam]]:
         """Return indexed search parameters by type and code."""
@@ -129,27 +144,175 @@ class FhirRepository:
         self._db = config.database
         self._store = config.store
         self._policy = config.policy
+        self._audit_records: list[AuditRecord] = []
+        self._pending: list[_PendingWrite] = []
 
-    # -- transactions -------------------------------------------------------------------
+    # -- transactions and audit -------------------------------------------------------------
     @contextlib.contextmanager
     def _tx(self, conn: Connection | None) -> Iterator[Connection]:
         if conn is not None:
-            yield conn
+            yield conn  # the owner of the transaction verifies and audits at its end
             return
-        with self._db.write() as new_conn:
+        with self.transaction() as new_conn:
             yield new_conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """Open one transaction; writes are decided on the state they leave, then audited.
+
+        Every write's decision is taken just before commit, on the connection of the
+        transaction, so a transaction Bundle that opens a log is decided as a whole with the
+        Consent it carries. Permitted decisions are stored with the transaction; a denial
+        rolls everything back and is stored on its own.
+        """
+        try:
+            with self._db.write() as conn:
+                yield conn
+                self._verify_writes(conn)
+                self._flush_audit(conn)
+        except BaseException:
+            self._pending.clear()
+            self._flush_audit(None, failing=True)
+            raise
 
     @contextlib.contextmanager
     def _ro(self, conn: Connection | None) -> Iterator[Connection]:
         if conn is not None:
             yield conn
             return
-        with self._db.read() as new_conn:
-            yield new_conn
+        try:
+            with self._db.read() as new_conn:
+                yield new_conn
+        except BaseException:
+            self._flush_audit(None, failing=True)
+            raise
+        # a read whose audit cannot be stored fails rather than goes unrecorded
+        self._flush_audit(None)
 
-    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
-        """Open one database transaction for several interactions (transaction Bundles)."""
-        return self._db.write()
+    def _flush_audit(self, conn: Connection | None, *, failing: bool = False) -> None:
+        records, self._audit_records = self._audit_records, []
+        trail = self.config.audit
+        if not records or trail is None:
+            return
+        if conn is not None:
+            trail.record_in_transaction(conn, records)
+            return
+        try:
+            trail.record(records)
+        except AuditUnavailable:
+            if not failing:
+                raise
+            # the request fails anyway; its own error says more than the audit's
+
+    def _record(
+        self,
+        decision: AccessDecision,
+        *,
+        interaction: str,
+        resources: tuple[str, ...],
+        query: str | None = None,
+        outcome_detail: str | None = None,
+    ) -> None:
+        if not decision.audited:
+            return
+        self._audit_records.append(
+            AuditRecord(
+                request_id=self.ctx.request_id,
+                decision_id=decision.decision_id or uuid.uuid4().hex,
+                recorded=now_micros(),
+                interaction=interaction,
+                permitted=decision.permitted,
+                principal=self.ctx.principal,
+                patient_id=decision.patient_id,
+                resources=resources[:_MAX_AUDITED_RESOURCES],
+                query=query,
+                consent_id=decision.consent_id,
+                basis=decision.basis,
+                reason=decision.reason,
+                outcome_detail=outcome_detail,
+            )
+        )
+
+    def _decide_read(
+        self, conn: Connection, stored: StoredResource, *, interaction: str
+    ) -> AccessDecision:
+        decision = self._policy.can_read(self.ctx, stored, conn=conn)
+        self._record(
+            decision,
+            interaction=interaction,
+            resources=(f"{stored.resource_type}/{stored.id}",),
+            outcome_detail=None if decision.permitted else "404",
+        )
+        return decision
+
+    def _visible(
+        self,
+        conn: Connection,
+        candidates: Sequence[StoredResource],
+        *,
+        interaction: str,
+        query: str | None,
+    ) -> list[StoredResource]:
+        """Decide every hit; audit the permitted ones per child and each denial."""
+        shown: list[StoredResource] = []
+        by_patient: dict[str | None, tuple[AccessDecision, list[str]]] = {}
+        for stored in candidates:
+            decision = self._policy.can_read(self.ctx, stored, conn=conn)
+            reference = f"{stored.resource_type}/{stored.id}"
+            if decision.permitted:
+                shown.append(stored)
+                if decision.audited:
+                    entry = by_patient.setdefault(decision.patient_id, (decision, []))
+                    entry[1].append(reference)
+            else:
+                self._record(
+                    decision,
+                    interaction=interaction,
+                    resources=(reference,),
+                    query=query,
+                    outcome_detail="filtered",
+                )
+        for decision, references in by_patient.values():
+            self._record(
+                decision, interaction=interaction, resources=tuple(references), query=query
+            )
+        return shown
+
+    def _pend(
+        self,
+        interaction: Interaction,
+        resource_type: str,
+        id: str,
+        *,
+        current: Mapping[str, Any] | None,
+        proposed: Mapping[str, Any] | None,
+        subtype: str,
+    ) -> None:
+        self._pending.append(
+            _PendingWrite(interaction, subtype, resource_type, id, current, proposed)
+        )
+
+    def _verify_writes(self, conn: Connection) -> None:
+        pending, self._pending = self._pending, []
+        for write in pending:
+            decision = self._policy.check_write(
+                self.ctx,
+                conn=conn,
+                interaction=write.interaction,
+                resource_type=write.resource_type,
+                current=write.current,
+                proposed=write.proposed,
+            )
+            self._record(
+                decision,
+                interaction=write.subtype,
+                resources=(f"{write.resource_type}/{write.id}",),
+                outcome_detail=None if decision.permitted else "403",
+            )
+            if not decision.permitted:
+                raise Forbidden(
+                    f"{write.subtype} of {write.resource_type} refused: {decision.reason}"
+                )
 
     # -- read -----------------------------------------------------------------------------
     def read(
@@ -160,8 +323,9 @@ class FhirRepository:
         self._policy.check_interaction(self.ctx, Interaction.READ, resource_type)
         with self._ro(conn) as c:
             stored = self._store.read(c, resource_type=resource_type, id=id)
-        if stored is None or not self._policy.can_read(self.ctx, stored):
-            raise NotFound(f"{resource_type}/{id} is not known")
+            # existence is hidden: a resource the caller may not see is "not known"
+            if stored is None or not self._decide_read(c, stored, interaction="read").permitted:
+                raise NotFound(f"{resource_type}/{id} is not known")
         if stored.deleted:
             raise Gone(f"{resource_type}/{id} was deleted (version {stored.version_id})")
         return stored
@@ -179,9 +343,13 @@ class FhirRepository:
                 c, resource_type=resource_type, id=id, version_id=int(version_id)
             )
             current = self._store.read(c, resource_type=resource_type, id=id)
-        # the consent decision is made on the current content; a tombstone carries none
-        if stored is None or current is None or not self._policy.can_read(self.ctx, current):
-            raise NotFound(f"{resource_type}/{id} has no version '{version_id}'")
+            # decided on the current content (a tombstone row keeps the last live JSON)
+            if (
+                stored is None
+                or current is None
+                or not self._decide_read(c, current, interaction="vread").permitted
+            ):
+                raise NotFound(f"{resource_type}/{id} has no version '{version_id}'")
         if stored.deleted:
             raise Gone(f"{resource_type}/{id} version {version_id} is a deletion")
         return stored
@@ -213,14 +381,15 @@ class FhirRepository:
                 if existing is not None:
                     return WriteResult(stored=existing, created=False, changed=False)
             new_id = id or str(uuid.uuid4())
-            self._policy.check_write(
-                self.ctx,
-                interaction=Interaction.CREATE,
-                resource_type=resource_type,
+            stored = self._insert_new(c, resource_type, new_id, data, method="POST")
+            self._pend(
+                Interaction.CREATE,
+                resource_type,
+                new_id,
                 current=None,
                 proposed=data,
+                subtype="create",
             )
-            stored = self._insert_new(c, resource_type, new_id, data, method="POST")
         return WriteResult(stored=stored, created=True)
 
     def find_conditional(
@@ -241,17 +410,20 @@ class FhirRepository:
             strict=True,
         )
         query.count = 2
-        extra = self._policy.search_filter(self.ctx, resource_type)
         with self._ro(conn) as c:
-            matches = self._search_rows(c, query, extra)
-        if len(matches) > 1:
-            raise PreconditionFailed(
-                f"If-None-Exist '{criteria}' matches more than one {resource_type}"
-            )
-        if matches and not self._policy.can_read(self.ctx, matches[0]):
-            raise PreconditionFailed(
-                f"If-None-Exist '{criteria}' matches a {resource_type} you may not see"
-            )
+            # unfiltered on purpose: a match the caller may not see must block a duplicate
+            matches = self._search_rows(c, query, None)
+            if len(matches) > 1:
+                raise PreconditionFailed(
+                    f"If-None-Exist '{criteria}' matches more than one {resource_type}"
+                )
+            if (
+                matches
+                and not self._decide_read(c, matches[0], interaction="search-type").permitted
+            ):
+                raise PreconditionFailed(
+                    f"If-None-Exist '{criteria}' matches a {resource_type} you may not see"
+                )
         return matches[0] if matches else None
 
     def _insert_new(
@@ -309,16 +481,20 @@ class FhirRepository:
                         f"If-Match names version {expected} but {resource_type}/{id} does not exist"
                     )
                 self._policy.check_interaction(self.ctx, Interaction.CREATE, resource_type)
-                self._policy.check_write(
-                    self.ctx,
-                    interaction=Interaction.CREATE,
-                    resource_type=resource_type,
+                stored = self._insert_new(c, resource_type, id, data, method=method)
+                self._pend(
+                    Interaction.CREATE,
+                    resource_type,
+                    id,
                     current=None,
                     proposed=data,
+                    subtype="update",
                 )
-                stored = self._insert_new(c, resource_type, id, data, method=method)
                 return WriteResult(stored=stored, created=True)
-            if not current.deleted and not self._policy.can_read(self.ctx, current):
+            if (
+                not current.deleted
+                and not self._decide_read(c, current, interaction="read").permitted
+            ):
                 raise NotFound(f"{resource_type}/{id} is not known")
             if expected is not None and expected != current.version_id:
                 raise PreconditionFailed(
@@ -328,13 +504,6 @@ class FhirRepository:
             if not current.deleted and _without_meta(current.data) == _without_meta(data):
                 # no change: keep the version, as clients retrying an update expect
                 return WriteResult(stored=current, created=False, changed=False)
-            self._policy.check_write(
-                self.ctx,
-                interaction=Interaction.UPDATE,
-                resource_type=resource_type,
-                current=None if current.deleted else current.data,
-                proposed=data,
-            )
             version_id = current.version_id + 1
             last_updated = max(now_micros(), current.last_updated + 1)
             content = finalise(data, id=id, version_id=version_id, last_updated=last_updated)
@@ -352,6 +521,14 @@ class FhirRepository:
                 )
             except VersionMismatch as exc:
                 raise Conflict(f"{resource_type}/{id} was changed concurrently; retry") from exc
+            self._pend(
+                Interaction.UPDATE,
+                resource_type,
+                id,
+                current=None if current.deleted else current.data,
+                proposed=data,
+                subtype="patch" if method == "PATCH" else "update",
+            )
             stored = StoredResource(resource_type, id, version_id, last_updated, False, content)
             return WriteResult(stored=stored, created=current.deleted)
 
@@ -407,15 +584,8 @@ class FhirRepository:
             current = self._store.lock_current(c, resource_type=resource_type, id=id)
             if current is None or current.deleted:
                 return None
-            if not self._policy.can_read(self.ctx, current):
+            if not self._decide_read(c, current, interaction="read").permitted:
                 raise NotFound(f"{resource_type}/{id} is not known")
-            self._policy.check_write(
-                self.ctx,
-                interaction=Interaction.DELETE,
-                resource_type=resource_type,
-                current=current.data,
-                proposed=None,
-            )
             last_updated = max(now_micros(), current.last_updated + 1)
             try:
                 version_id = self._store.write_tombstone(
@@ -423,6 +593,14 @@ class FhirRepository:
                 )
             except VersionMismatch as exc:
                 raise Conflict(f"{resource_type}/{id} was changed concurrently; retry") from exc
+            self._pend(
+                Interaction.DELETE,
+                resource_type,
+                id,
+                current=current.data,
+                proposed=None,
+                subtype="delete",
+            )
             return StoredResource(resource_type, id, version_id, last_updated, True, None)
 
     # -- history --------------------------------------------------------------------------
@@ -441,11 +619,19 @@ class FhirRepository:
         self._policy.check_interaction(
             self.ctx, Interaction.READ if id else Interaction.SEARCH, resource_type
         )
-        with self._db.read() as c:
+        interaction = "history-instance" if id else "history-type"
+        with self._ro(None) as c:
+            id_filter = None
             if id is not None:
                 current = self._store.read(c, resource_type=resource_type, id=id)
-                if current is None or not self._policy.can_read(self.ctx, current):
+                if (
+                    current is None
+                    or not self._decide_read(c, current, interaction=interaction).permitted
+                ):
                     raise NotFound(f"{resource_type}/{id} is not known")
+            else:
+                # the total and the pages count only resources the caller may see now
+                id_filter = self._policy.search_filter(self.ctx, resource_type, conn=c)
             page = self._store.history(
                 c,
                 resource_type=resource_type,
@@ -454,21 +640,17 @@ class FhirRepository:
                 before=before,
                 count=count,
                 offset=offset,
+                visible=id_filter,
             )
             if id is not None:
                 return page
-            # type history: each entry is shown only if its resource may be read now
-            keys = {(e.resource_type, e.id) for e in page.entries}
-            visible = {
-                (s.resource_type, s.id)
-                for s in self._store.read_many(c, sorted(keys))
-                if self._policy.can_read(self.ctx, s)
-            } | {
-                (e.resource_type, e.id)
-                for e in page.entries
-                if e.deleted and self._policy.can_read(self.ctx, e)
+            keys = sorted({(e.resource_type, e.id) for e in page.entries})
+            current_versions = self._store.read_many(c, keys, include_deleted=True)
+            readable = {
+                (r.resource_type, r.id)
+                for r in self._visible(c, current_versions, interaction=interaction, query=None)
             }
-        entries = [e for e in page.entries if (e.resource_type, e.id) in visible]
+        entries = [e for e in page.entries if (e.resource_type, e.id) in readable]
         return HistoryPage(entries=entries, total=page.total)
 
     # -- search ---------------------------------------------------------------------------
@@ -489,8 +671,8 @@ class FhirRepository:
     def search(self, query: SearchQuery, *, conn: Connection | None = None) -> SearchResult:
         """Run a search ([search](https://hl7.org/fhir/R4/search.html)) with includes."""
         self._policy.check_interaction(self.ctx, Interaction.SEARCH, query.resource_type)
-        extra = self._policy.search_filter(self.ctx, query.resource_type)
         with self._ro(conn) as c:
+            extra = self._policy.search_filter(self.ctx, query.resource_type, conn=c)
             total: int | None = None
             rows: list[StoredResource] = []
             if query.summary != "count" and query.count > 0:
@@ -513,8 +695,9 @@ class FhirRepository:
                     )
             if query.summary == "count" or query.count == 0:
                 return SearchResult(query=query, matches=[], included=[], total=total)
-            matches = [m for m in rows if self._policy.can_read(self.ctx, m)]
-            included = self._includes(c, query, matches)
+            query_text = urlencode(query.used)
+            matches = self._visible(c, rows, interaction="search-type", query=query_text)
+            included = self._includes(c, query, matches, query_text)
         return SearchResult(query=query, matches=matches, included=included, total=total)
 
     def _search_rows(
@@ -524,7 +707,11 @@ class FhirRepository:
         return [StoredResource(*row) for row in conn.execute(stmt)]
 
     def _includes(
-        self, conn: Connection, query: SearchQuery, matches: list[StoredResource]
+        self,
+        conn: Connection,
+        query: SearchQuery,
+        matches: list[StoredResource],
+        query_text: str,
     ) -> list[StoredResource]:
         if not matches or not (query.includes or query.revincludes):
             return []
@@ -544,12 +731,12 @@ class FhirRepository:
             keys -= seen
             if not keys:
                 break
-            batch = []
-            for stored in self._store.read_many(conn, sorted(keys)[:_MAX_INCLUDES]):
-                if self._may_read_type(stored.resource_type) and self._policy.can_read(
-                    self.ctx, stored
-                ):
-                    batch.append(stored)
+            candidates = [
+                stored
+                for stored in self._store.read_many(conn, sorted(keys)[:_MAX_INCLUDES])
+                if self._may_read_type(stored.resource_type)
+            ]
+            batch = self._visible(conn, candidates, interaction="search-type", query=query_text)
             seen |= keys
             found.extend(batch)
             frontier = batch

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 
-from service.access import RequestContext
+from service.access import RequestContext, ScopeAccessPolicy
 from service.api.deps import Services
 from service.auth import Principal, PrincipalKind, ScopeSet
 from service.bundles import process_bundle
@@ -37,7 +38,10 @@ def load_bundle(services: Services, path: Path) -> bytes | None:
     """
     body = orjson.loads(path.read_bytes())
     ctx = RequestContext(principal=seed_principal(), request_id="seed")
-    repo = FhirRepository(services.repository, ctx)
+    # Seeding is the operator loading data with database rights, not a client of the API:
+    # it runs without the consent policy (the demo log carries its own Consent).
+    config = replace(services.repository, policy=ScopeAccessPolicy(), audit=None)
+    repo = FhirRepository(config, ctx)
     patients = [
         entry["request"]["ifNoneExist"]
         for entry in body.get("entry", [])

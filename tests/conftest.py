@@ -72,7 +72,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """Run a real Stafett HTTP server on the module's database."""
+    """Run a real Stafett HTTP server for tests of FHIR mechanics (SMART scopes only).
+
+    Consent is tested by its own suite (tests/consent_api) with the consent policy on.
+    """
+    data_dir: Path = tmp_path_factory.mktemp("data")
+    with live_server(
+        database_url=database_url, data_dir=data_dir, access_policy="scopes-only"
+    ) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def consent_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """Run a real Stafett HTTP server with consent enforcement, as in production."""
     data_dir: Path = tmp_path_factory.mktemp("data")
     with live_server(database_url=database_url, data_dir=data_dir) as live:
         yield live

@@ -94,7 +94,9 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(*, database_url: str, data_dir: Path, **overrides: Any) -> Iterator[LiveServer]:
+def live_server(
+    *, database_url: str, data_dir: Path, access_policy: str = "consent", **overrides: Any
+) -> Iterator[LiveServer]:
     """Run Stafett on a free port with the given database until the block ends."""
     port = free_port()
     settings = Settings(
@@ -105,6 +107,7 @@ def live_server(*, database_url: str, data_dir: Path, **overrides: Any) -> Itera
         auto_migrate=True,
         base_url=f"http://127.0.0.1:{port}",
         log_json=True,
+        access_policy=access_policy,
         **overrides,
     )
     app = create_app(settings)

@@ -19,8 +19,10 @@ from service.api.deps import Services
 from service.api.fhir_routes import routes as fhir_routes
 from service.api.middleware import RequestContextMiddleware
 from service.api.outcomes import error_response
+from service.audit import AuditTrail
 from service.auth import DevIssuer, TokenVerifier
 from service.config import Settings
+from service.enforcement import ConsentAccessPolicy
 from service.errors import (
     BadRequest,
     FhirError,
@@ -39,14 +41,30 @@ __all__ = ["create_app"]
 _log = logging.getLogger("stafett.api")
 
 
+def default_policy(settings: Settings) -> AccessPolicy:
+    """Return the access policy the settings ask for (consent unless told otherwise)."""
+    if settings.access_policy == "scopes-only":
+        return ScopeAccessPolicy()
+    return ConsentAccessPolicy(policy=settings.consent_policy(), base_url=settings.fhir_base)
+
+
 def build_services(settings: Settings, *, policy: AccessPolicy | None = None) -> Services:
     """Build every long-lived object of the service from settings."""
     database = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
     indexer = ResourceIndexer(base_url=settings.fhir_base)
+    store = SqlStore(indexer=indexer)
+    audit = AuditTrail(
+        database=database,
+        store=store,
+        max_batch=settings.audit_batch_size,
+        max_wait_ms=settings.audit_batch_wait_ms,
+        server_url=settings.fhir_base,
+    )
     repository = RepositoryConfig(
         database=database,
-        store=SqlStore(indexer=indexer),
-        policy=policy or ScopeAccessPolicy(),
+        store=store,
+        audit=audit,
+        policy=policy or default_policy(settings),
         base_url=settings.fhir_base,
         default_page_size=settings.default_page_size,
         max_page_size=settings.max_page_size,
@@ -85,6 +103,8 @@ def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None 
         app.state.services = services
         if settings.dev_auth:
             _log.warning("development token issuer is trusted (STAFETT_DEV_AUTH=1)")
+        if settings.access_policy != "consent":
+            _log.warning("consent enforcement is OFF (STAFETT_ACCESS_POLICY=scopes-only)")
         _log.info(
             "stafett started",
             extra={"database": services.database.engine.url.render_as_string(hide_password=True)},
@@ -92,6 +112,8 @@ def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None 
         try:
             yield
         finally:
+            if services.repository.audit is not None:
+                services.repository.audit.close()
             services.database.dispose()
 
     app = FastAPI(

@@ -25,6 +25,7 @@ from service.search.values import (
 )
 
 __all__ = [
+    "CONSENT_ACTOR_PARAM",
     "CompiledParam",
     "IndexRows",
     "ResourceIndexer",
@@ -38,6 +39,8 @@ INDEXED_TYPES = frozenset({"token", "string", "date", "reference", "uri"})
 # Parameters that need a full-text engine or server-side stored queries; not offered.
 NOT_OFFERED = frozenset({"_content", "_text", "_query", "_list", "_has", "_type", "phonetic"})
 _MAX_INDEXED = 512
+#: Internal index parameter: every actor of every provision of a Consent (not advertised).
+CONSENT_ACTOR_PARAM = "stafett-consent-actor"
 
 
 class UnsupportedExpression(ValueError):
@@ -271,7 +274,20 @@ class ResourceIndexer:
             for path in param.paths:
                 for value in self._evaluate(resource, path):
                     self._add(rows, param, path, value)
+        if resource["resourceType"] == "Consent":
+            self._consent_actors(rows, resource.get("provision"))
         return rows
+
+    def _consent_actors(self, rows: IndexRows, provision: Any) -> None:
+        # The R4 `actor` parameter sees only the top-level provision; consent enforcement must
+        # find every organisation a nested provision names, so index them all (internal).
+        if not isinstance(provision, dict):
+            return
+        for actor in _flatten(provision.get("actor")):
+            if isinstance(actor, dict):
+                self._add_reference(rows, CONSENT_ACTOR_PARAM, actor.get("reference"))
+        for nested in _flatten(provision.get("provision")):
+            self._consent_actors(rows, nested)
 
     def _evaluate(self, resource: Mapping[str, Any], path: _Path) -> Iterator[Any]:
         nodes: list[Any] = [resource]

@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, text, update
 from sqlalchemy.sql import Select
 
 from service.search.extract import IndexRows, ResourceIndexer
@@ -104,8 +104,14 @@ class SqlStore:
         row = conn.execute(self._read_stmt, {"resource_type": resource_type, "id": id}).first()
         return StoredResource(*row) if row is not None else None
 
-    def read_many(self, conn: Connection, keys: Sequence[tuple[str, str]]) -> list[StoredResource]:
-        """Return the live current versions of the given (type, id) keys, in any order."""
+    def read_many(
+        self,
+        conn: Connection,
+        keys: Sequence[tuple[str, str]],
+        *,
+        include_deleted: bool = False,
+    ) -> list[StoredResource]:
+        """Return the current versions of the given (type, id) keys, in any order."""
         if not keys:
             return []
         by_type: dict[str, list[str]] = {}
@@ -114,10 +120,10 @@ class SqlStore:
         found: list[StoredResource] = []
         for resource_type, ids in by_type.items():
             stmt = select(*_RESOURCE_COLUMNS).where(
-                resources.c.resource_type == resource_type,
-                resources.c.id.in_(ids),
-                resources.c.deleted.is_(False),
+                resources.c.resource_type == resource_type, resources.c.id.in_(ids)
             )
+            if not include_deleted:
+                stmt = stmt.where(resources.c.deleted.is_(False))
             found.extend(StoredResource(*row) for row in conn.execute(stmt))
         return found
 
@@ -299,9 +305,22 @@ class SqlStore:
         before: int | None,
         count: int,
         offset: int,
+        visible: ColumnElement[bool] | None = None,
     ) -> HistoryPage:
-        """Return history entries newest first, filtered by type, id and time."""
-        conditions = []
+        """Return history entries newest first, filtered by type, id, time and visibility.
+
+        `visible` is a condition on `resources` (the access policy's search filter): only
+        the history of resources meeting it is listed and counted.
+        """
+        conditions: list[ColumnElement[bool]] = []
+        if visible is not None and resource_type is not None:
+            conditions.append(
+                resource_history.c.id.in_(
+                    select(resources.c.id).where(
+                        resources.c.resource_type == resource_type, visible
+                    )
+                )
+            )
         if resource_type is not None:
             conditions.append(resource_history.c.resource_type == resource_type)
         if id is not None:

@@ -1,0 +1,1 @@
+"""Private helpers of the consent package; import only from `consent`."""

@@ -1,0 +1,317 @@
+"""The consent access policy: the family's Consents decide every read, search hit and write.
+
+Plugs into the enforcement seam (service/access.py). Type-level checks use SMART scopes; the
+rest asks the pure decision point (`consent`) with the caller's log loaded from the database,
+and returns each decision for the repository to audit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, and_, false, not_, or_, select, tuple_
+
+from consent import (
+    AccessRequest,
+    Action,
+    Actor,
+    ActorKind,
+    ChildLog,
+    ConsentPolicy,
+    Decision,
+    check_consent_write,
+    decide,
+    readable_types,
+)
+from service.access import AccessDecision, RequestContext
+from service.auth import Interaction
+from service.enforcement.compartment import (
+    DIRECTORY_TYPES,
+    LOG_TYPES,
+    linked_references,
+    patient_in,
+)
+from service.enforcement.loading import (
+    actor_for,
+    consented_patients,
+    family_patients,
+    load_logs,
+    patients_of,
+)
+from service.errors import Forbidden
+from service.storage.schema import resources, search_reference, search_token
+from service.storage.store import StoredResource
+
+__all__ = ["ConsentAccessPolicy"]
+
+_NOT_IN_LOG = "The resource belongs to no child's log; Stafett keeps log content only."
+
+
+class _RequestState:
+    """Per-request caches: the caller's Actor and the logs loaded so far."""
+
+    def __init__(self) -> None:
+        self.actor: Actor | None = None
+        self.logs: dict[str, ChildLog | None] = {}
+        self.now = datetime.now(UTC)
+
+
+class ConsentAccessPolicy:
+    """Decide with the family's Consents; push what can be decided per child into SQL."""
+
+    def __init__(
+        self,
+        *,
+        policy: ConsentPolicy,
+        base_url: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.policy = policy
+        self._base_url = base_url.rstrip("/")
+        self._clock = clock
+
+    # -- state ------------------------------------------------------------------------------
+    def _state(self, ctx: RequestContext) -> _RequestState:
+        state = ctx.state.get("consent")
+        if not isinstance(state, _RequestState):
+            state = _RequestState()
+            state.now = self._clock()
+            ctx.state["consent"] = state
+        return state
+
+    def _actor(self, ctx: RequestContext, conn: Connection) -> Actor:
+        state = self._state(ctx)
+        if state.actor is None:
+            state.actor = actor_for(conn, ctx.principal)
+        return state.actor
+
+    def _logs(
+        self, ctx: RequestContext, conn: Connection, patient_ids: set[str], *, fresh: bool
+    ) -> dict[str, ChildLog | None]:
+        state = self._state(ctx)
+        wanted = patient_ids if fresh else {p for p in patient_ids if p not in state.logs}
+        if wanted:
+            loaded = load_logs(conn, wanted)
+            for patient_id in wanted:
+                state.logs[patient_id] = loaded.get(patient_id)
+        return {p: state.logs.get(p) for p in patient_ids}
+
+    # -- the seam ---------------------------------------------------------------------------
+    def check_interaction(
+        self, ctx: RequestContext, interaction: Interaction, resource_type: str
+    ) -> None:
+        """Refuse what the token's scopes or the caller's role cannot do on a type at all."""
+        principal = ctx.principal
+        if not principal.may(interaction, resource_type):
+            raise Forbidden(
+                f"The token's scopes do not allow '{interaction.value}' on {resource_type}"
+            )
+        if resource_type == "AuditEvent" and not principal.is_dpo:
+            raise Forbidden("Only a data protection officer reads the audit trail")
+        if principal.is_dpo and interaction not in (Interaction.READ, Interaction.SEARCH):
+            raise Forbidden("A data protection officer reads the audit trail and consents only")
+
+    def can_read(
+        self, ctx: RequestContext, resource: StoredResource, *, conn: Connection
+    ) -> AccessDecision:
+        """Decide one read or search hit."""
+        rtype = resource.resource_type
+        if rtype in DIRECTORY_TYPES:
+            return AccessDecision(permitted=True, decision_id="", audited=False)
+        if rtype == "AuditEvent":
+            return _plain(ctx.principal.is_dpo, "Only a data protection officer reads audits")
+        data = resource.data
+        patient_id = self._patient(ctx, conn, rtype, data)
+        if patient_id is None:
+            return _plain(False, _NOT_IN_LOG)
+        log = self._logs(ctx, conn, {patient_id}, fresh=False)[patient_id]
+        if log is None:
+            return _plain(False, _NOT_IN_LOG, patient_id=patient_id)
+        decision = decide(
+            actor=self._actor(ctx, conn),
+            log=log,
+            request=AccessRequest(action=Action.READ, resource_type=rtype, resource=data),
+            policy=self.policy,
+            now=self._state(ctx).now,
+            decision_id=uuid.uuid4().hex,
+        )
+        return _from_decision(decision, patient_id)
+
+    def check_write(
+        self,
+        ctx: RequestContext,
+        *,
+        conn: Connection,
+        interaction: Interaction,
+        resource_type: str,
+        current: Mapping[str, Any] | None,
+        proposed: Mapping[str, Any] | None,
+    ) -> AccessDecision:
+        """Decide a write on the state it leaves behind (pending Bundle entries included)."""
+        principal = ctx.principal
+        if resource_type in DIRECTORY_TYPES:
+            allowed = principal.kind.value in ("practitioner", "system") and not principal.is_dpo
+            return AccessDecision(
+                permitted=allowed,
+                decision_id="",
+                audited=not allowed,
+                reason="" if allowed else "Only services maintain the directory of services",
+            )
+        actor = self._actor(ctx, conn)
+        # An update is decided on both versions: moving an entry to another child's log
+        # needs the right to write in both logs.
+        items: list[tuple[Mapping[str, Any], str]] = []
+        for data in (current, proposed):
+            if data is not None:
+                patient_id = self._patient(ctx, conn, resource_type, data)
+                if patient_id is None:
+                    return _plain(False, _NOT_IN_LOG)
+                items.append((data, patient_id))
+        logs = self._logs(ctx, conn, {patient_id for _, patient_id in items}, fresh=True)
+        now = self._state(ctx).now
+        result = _plain(False, _NOT_IN_LOG)
+        for data, patient_id in items:
+            log = logs.get(patient_id)
+            if log is None:
+                return _plain(False, _NOT_IN_LOG, patient_id=patient_id)
+            if resource_type == "Consent" and data is proposed:
+                decision = check_consent_write(
+                    actor=actor,
+                    log=log,
+                    consent=data,
+                    policy=self.policy,
+                    now=now,
+                    decision_id=uuid.uuid4().hex,
+                )
+            else:
+                action = Action.DELETE if proposed is None else Action.WRITE
+                decision = decide(
+                    actor=actor,
+                    log=log,
+                    request=AccessRequest(
+                        action=action, resource_type=resource_type, resource=data
+                    ),
+                    policy=self.policy,
+                    now=now,
+                    decision_id=uuid.uuid4().hex,
+                )
+            result = _from_decision(decision, patient_id)
+            if not decision.permitted:
+                return result
+        return result
+
+    def search_filter(
+        self, ctx: RequestContext, resource_type: str, *, conn: Connection
+    ) -> ColumnElement[bool] | None:
+        """Return the SQL condition that keeps only children whose logs the caller may read."""
+        if resource_type in DIRECTORY_TYPES:
+            return None
+        actor = self._actor(ctx, conn)
+        if resource_type == "AuditEvent":
+            return None if actor.kind is ActorKind.DPO else false()
+        if actor.kind is ActorKind.DPO:
+            return None if resource_type == "Consent" else false()
+        if actor.kind is ActorKind.CITIZEN:
+            candidates = family_patients(conn, actor.pid) if actor.pid else frozenset()
+        else:
+            candidates = consented_patients(conn, actor)
+        logs = self._logs(ctx, conn, set(candidates), fresh=False)
+        now = self._state(ctx).now
+        plain: list[str] = []
+        hiding: dict[frozenset[tuple[str, str]], list[str]] = {}
+        for patient_id, log in logs.items():
+            if log is None:
+                continue
+            access = readable_types(actor=actor, log=log, policy=self.policy, now=now)
+            if resource_type not in access.types:
+                continue
+            if access.excluded_labels:
+                hiding.setdefault(frozenset(access.excluded_labels), []).append(patient_id)
+            else:
+                plain.append(patient_id)
+        clauses = []
+        if plain:
+            clauses.append(_in_logs(resource_type, sorted(plain)))
+        for labels, patient_ids in hiding.items():
+            clauses.append(
+                and_(_in_logs(resource_type, sorted(patient_ids)), not_(_labelled(labels)))
+            )
+        return or_(*clauses) if clauses else false()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _patient(
+        self, ctx: RequestContext, conn: Connection, resource_type: str, data: Mapping[str, Any]
+    ) -> str | None:
+        if resource_type not in LOG_TYPES:
+            return None
+        direct = patient_in(resource_type, data, self._base_url)
+        if direct is not None:
+            return direct
+        links = linked_references(resource_type, data, self._base_url)
+        found = patients_of(conn, links)
+        return next(iter(found.values()), None)
+
+
+def _plain(permitted: bool, reason: str, *, patient_id: str | None = None) -> AccessDecision:
+    return AccessDecision(
+        permitted=permitted,
+        decision_id=uuid.uuid4().hex,
+        patient_id=patient_id,
+        basis="role" if permitted else "not-in-log",
+        reason=reason,
+    )
+
+
+def _from_decision(decision: Decision, patient_id: str) -> AccessDecision:
+    return AccessDecision(
+        permitted=decision.permitted,
+        decision_id=decision.decision_id,
+        patient_id=patient_id,
+        consent_id=decision.consent_id,
+        basis=decision.basis.value,
+        reason=decision.reason,
+        provision=decision.provision,
+    )
+
+
+def _in_logs(resource_type: str, patient_ids: list[str]) -> ColumnElement[bool]:
+    if resource_type == "Patient":
+        return resources.c.id.in_(patient_ids)
+    direct = select(search_reference.c.resource_id).where(
+        search_reference.c.resource_type == resource_type,
+        search_reference.c.param == "patient",
+        search_reference.c.target_type == "Patient",
+        search_reference.c.target_id.in_(patient_ids),
+    )
+    if resource_type != "Provenance":
+        return resources.c.id.in_(direct)
+    # Provenance belongs to the log of what it is about: its targets' child
+    in_log = select(search_reference.c.resource_type, search_reference.c.resource_id).where(
+        search_reference.c.param == "patient",
+        search_reference.c.target_type == "Patient",
+        search_reference.c.target_id.in_(patient_ids),
+    )
+    via_target = select(search_reference.c.resource_id).where(
+        search_reference.c.resource_type == "Provenance",
+        search_reference.c.param == "target",
+        tuple_(search_reference.c.target_type, search_reference.c.target_id).in_(in_log),
+    )
+    return or_(resources.c.id.in_(direct), resources.c.id.in_(via_target))
+
+
+def _labelled(labels: frozenset[tuple[str, str]]) -> ColumnElement[bool]:
+    return resources.c.id.in_(
+        select(search_token.c.resource_id).where(
+            search_token.c.resource_type == resources.c.resource_type,
+            search_token.c.param == "_security",
+            or_(
+                *(
+                    and_(search_token.c.system == system, search_token.c.code == code)
+                    for system, code in sorted(labels)
+                )
+            ),
+        )
+    )
