@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -174,13 +175,16 @@ class ConsentAccessPolicy:
         now = self._state(ctx).now
         result = _plain(False, _NOT_IN_LOG)
         for data, patient_id in items:
+            if resource_type == "Consent" and proposed is not None and data is not proposed:
+                continue  # a Consent change is decided once, by check_consent_write below
             log = logs.get(patient_id)
             if log is None:
                 return _plain(False, _NOT_IN_LOG, patient_id=patient_id)
             if resource_type == "Consent" and data is proposed:
                 decision = check_consent_write(
                     actor=actor,
-                    log=log,
+                    # the change is judged against the Consent as it was before this write
+                    log=_with_stored_consent(log, data.get("id"), current),
                     consent=data,
                     policy=self.policy,
                     now=now,
@@ -253,6 +257,13 @@ class ConsentAccessPolicy:
         links = linked_references(resource_type, data, self._base_url)
         found = patients_of(conn, links)
         return next(iter(found.values()), None)
+
+
+def _with_stored_consent(
+    log: ChildLog, consent_id: Any, stored: Mapping[str, Any] | None
+) -> ChildLog:
+    others = tuple(c for c in log.consents if c.get("id") != consent_id)
+    return replace(log, consents=(*others, stored) if stored is not None else others)
 
 
 def _plain(permitted: bool, reason: str, *, patient_id: str | None = None) -> AccessDecision:
