@@ -36,10 +36,10 @@ from service.enforcement.compartment import (
     patient_in,
 )
 from service.enforcement.loading import (
+    LogCache,
     actor_for,
     consented_patients,
     family_patients,
-    load_logs,
     patients_of,
 )
 from service.errors import Forbidden
@@ -73,6 +73,7 @@ class ConsentAccessPolicy:
         self.policy = policy
         self._base_url = base_url.rstrip("/")
         self._clock = clock
+        self._cache = LogCache()
 
     # -- state ------------------------------------------------------------------------------
     def _state(self, ctx: RequestContext) -> _RequestState:
@@ -95,7 +96,7 @@ class ConsentAccessPolicy:
         state = self._state(ctx)
         wanted = patient_ids if fresh else {p for p in patient_ids if p not in state.logs}
         if wanted:
-            loaded = load_logs(conn, wanted)
+            loaded = self._cache.logs(conn, wanted)
             for patient_id in wanted:
                 state.logs[patient_id] = loaded.get(patient_id)
         return {p: state.logs.get(p) for p in patient_ids}
