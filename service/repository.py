@@ -781,6 +781,25 @@ class FhirRepository:
             keys |= {(t, i) for t, i in conn.execute(stmt)}
         return keys
 
+    # -- operations -------------------------------------------------------------------------
+    def consent_status(self, *, patient_id: str, organization: str | None) -> AccessDecision:
+        """Answer $consent-status: may this organisation (or the caller) see the child's log."""
+        status = getattr(self._policy, "consent_status", None)
+        if status is None:
+            raise MethodNotAllowed("$consent-status needs the consent policy")
+        self._policy.check_interaction(self.ctx, Interaction.READ, "Consent")
+        with self._ro(None) as c:
+            decision: AccessDecision = status(
+                self.ctx, conn=c, patient_id=patient_id, organization_number=organization
+            )
+            self._record(
+                decision,
+                interaction="operation",
+                resources=(f"Patient/{patient_id}",),
+                query=f"$consent-status?organization={organization or ''}",
+            )
+        return decision
+
     # -- helpers --------------------------------------------------------------------------
     def _may_read_type(self, resource_type: str) -> bool:
         try:

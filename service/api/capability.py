@@ -86,6 +86,19 @@ def build_capability_statement(*, fhir_base: str, search_params: Any) -> dict[st
         }
         if resource_type not in WRITABLE_TYPES:
             resource["documentation"] = "Read-only: Stafett records AuditEvents itself."
+        if resource_type == "Patient":
+            resource["operation"] = [
+                {
+                    "name": "consent-status",
+                    "definition": "https://stafett.no/fhir/OperationDefinition/consent-status",
+                    "documentation": (
+                        "GET Patient/{id}/$consent-status[?organization=<org.nr>]: may this "
+                        "organisation (or the caller) see the child's log, and by which Consent. "
+                        "Answers a Parameters resource (permitted, basis, reason, consent, "
+                        "decisionId). For the family, a DPO, and professionals who see the log."
+                    ),
+                }
+            ]
         resources.append(resource)
     return {
         "resourceType": "CapabilityStatement",

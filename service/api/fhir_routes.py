@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,6 +20,7 @@ from service.api.outcomes import FHIR_JSON, outcome_bytes
 from service.bundles import process_bundle
 from service.errors import BadRequest, Issue, NotAcceptable, UnsupportedMediaType
 from service.fhir.validation import parse_json
+from service.identifiers import is_valid_orgnr
 from service.repository import FhirRepository, WriteResult
 from service.search.values import InvalidDate, parse_date_range
 from service.storage.store import StoredResource
@@ -237,6 +239,32 @@ def _history_params(
     if not count_text.isdigit() or not offset_text.isdigit():
         raise BadRequest("_count and _offset must be non-negative integers")
     return since, before, min(int(count_text), 500), int(offset_text), extra
+
+
+@_route("/Patient/{id}/$consent-status", "GET")
+def consent_status(request: Request, *, id: str) -> Response:
+    """May an organisation (or the caller) see this child's log, and by which Consent."""
+    services = services_of(request)
+    repo = repository_for(request, services)
+    _negotiate(request)
+    organization = request.query_params.get("organization")
+    if organization is not None and not is_valid_orgnr(organization):
+        raise BadRequest("organization must be a 9-digit organisation number (org.nr)")
+    decision = repo.consent_status(patient_id=id, organization=organization)
+    parameters: list[dict[str, Any]] = [
+        {"name": "permitted", "valueBoolean": decision.permitted},
+        {"name": "basis", "valueCode": decision.basis or "unknown"},
+        {"name": "reason", "valueString": decision.reason or "-"},
+        {"name": "decisionId", "valueString": decision.decision_id},
+    ]
+    if decision.consent_id:
+        parameters.append(
+            {"name": "consent", "valueReference": {"reference": f"Consent/{decision.consent_id}"}}
+        )
+    if organization:
+        parameters.append({"name": "organization", "valueString": organization})
+    body = orjson.dumps({"resourceType": "Parameters", "parameter": parameters})
+    return Response(body, media_type=FHIR_JSON)
 
 
 @_route("/{resource_type}/_history", "GET")

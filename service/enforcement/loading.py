@@ -27,6 +27,7 @@ __all__ = [
     "consented_patients",
     "family_patients",
     "load_logs",
+    "organization_ids",
     "patients_of",
 ]
 
@@ -45,6 +46,11 @@ def _ids_with_identifier(
         or_(*conditions),
     )
     return frozenset(row[0] for row in conn.execute(stmt))
+
+
+def organization_ids(conn: Connection, organization_number: str) -> frozenset[str]:
+    """Return the ids of the Organization resources with this organisation number."""
+    return _ids_with_identifier(conn, "Organization", [(ENH, organization_number)])
 
 
 def actor_for(conn: Connection, principal: Principal) -> Actor:

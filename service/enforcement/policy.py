@@ -24,6 +24,7 @@ from consent import (
     ConsentPolicy,
     Decision,
     check_consent_write,
+    consent_status,
     decide,
     readable_types,
 )
@@ -40,9 +41,10 @@ from service.enforcement.loading import (
     actor_for,
     consented_patients,
     family_patients,
+    organization_ids,
     patients_of,
 )
-from service.errors import Forbidden
+from service.errors import Forbidden, NotFound
 from service.storage.schema import resources, search_reference, search_token
 from service.storage.store import StoredResource
 
@@ -245,6 +247,53 @@ class ConsentAccessPolicy:
                 and_(_in_logs(resource_type, sorted(patient_ids)), not_(_labelled(labels)))
             )
         return or_(*clauses) if clauses else false()
+
+    def consent_status(
+        self,
+        ctx: RequestContext,
+        *,
+        conn: Connection,
+        patient_id: str,
+        organization_number: str | None,
+    ) -> AccessDecision:
+        """Answer "may this organisation (or the caller) see this log, and by which Consent"."""
+        caller = self._actor(ctx, conn)
+        log = self._logs(ctx, conn, {patient_id}, fresh=False)[patient_id]
+        if log is None:
+            raise NotFound(f"Patient/{patient_id} is not known")
+        asker_may = (
+            caller.kind is ActorKind.DPO
+            or decide(
+                actor=caller,
+                log=log,
+                request=AccessRequest(
+                    action=Action.READ,
+                    resource_type="Patient",
+                    resource=log.patient,
+                ),
+                policy=self.policy,
+                now=self._state(ctx).now,
+                decision_id=uuid.uuid4().hex,
+            ).permitted
+        )
+        if not asker_may:
+            # existence is hidden from those who may not see the child at all
+            raise NotFound(f"Patient/{patient_id} is not known")
+        subject = caller
+        if organization_number is not None:
+            subject = Actor(
+                kind=ActorKind.SYSTEM,
+                organization_number=organization_number,
+                organization_ids=organization_ids(conn, organization_number),
+            )
+        decision = consent_status(
+            actor=subject,
+            log=log,
+            policy=self.policy,
+            now=self._state(ctx).now,
+            decision_id=uuid.uuid4().hex,
+        )
+        return _from_decision(decision, patient_id)
 
     # -- helpers ----------------------------------------------------------------------------
     def _patient(

@@ -595,3 +595,39 @@ def test_forged_tokens_are_refused(world: World) -> None:
 def test_hidden_label_spelling_of_the_issue_is_honoured(world: World) -> None:
     hidden = world.client("teacher:kindergarten").get(resolve(world, "/{ada.hidden}")).json()
     assert HIDDEN in hidden["meta"]["security"]
+
+
+STATUS = [
+    ("dpo:", "kindergarten", True),
+    ("dpo:", "nav", False),
+    ("citizen:ada.mother", "health", True),
+    ("citizen:ada.mother", "school", False),
+    ("teacher:kindergarten", None, True),
+    ("nurse:", None, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("who", "org", "permitted"), STATUS, ids=[f"{w}-{o}" for w, o, _ in STATUS]
+)
+def test_consent_status_answers_who_may_see_the_log(
+    world: World, who: str, org: str | None, permitted: bool
+) -> None:
+    params = {"organization": ORGS[org]} if org else {}
+    response = world.client(who).get(
+        resolve(world, "/Patient/{ada.id}/$consent-status"), params=params
+    )
+    assert response.status_code == 200, response.text
+    values = {p["name"]: p for p in response.json()["parameter"]}
+    assert values["permitted"]["valueBoolean"] is permitted
+    if permitted and who != "citizen:ada.mother" or (org and permitted):
+        assert values["consent"]["valueReference"]["reference"] == resolve(world, "{ada.consent}")
+
+
+def test_consent_status_hides_children_the_caller_cannot_see(world: World) -> None:
+    for who in ("teacher:school", "stranger:", "system:nav"):
+        response = world.client(who).get(
+            resolve(world, "/Patient/{ada.id}/$consent-status"),
+            params={"organization": ORGS["kindergarten"]},
+        )
+        assert response.status_code == 404, who
