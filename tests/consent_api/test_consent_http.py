@@ -137,7 +137,17 @@ def world(consent_server: LiveServer) -> World:
         owner=ids["kindergarten"],
     )
     assert response.status_code == 200, response.text
-    w.children.update(ada=ada, ben=ben, cai=cai)
+    # Dan (6): a kindergarten log that tests of recorded consents may change freely.
+    dan = Child("Dan", synthetic_fnr())
+    response = open_log(
+        w.client("teacher:kindergarten"),
+        dan,
+        birth_date="2020-06-01",
+        consent_provision=permit(ids, "kindergarten"),
+        owner=ids["kindergarten"],
+    )
+    assert response.status_code == 200, response.text
+    w.children.update(ada=ada, ben=ben, cai=cai, dan=dan)
     return w
 
 
@@ -481,22 +491,22 @@ def test_who_may_not_consent(world: World, who: str) -> None:
 def test_professional_records_consent_only_with_the_signed_form(world: World) -> None:
     teacher = world.client("teacher:kindergarten")
     consent = consent_resource(
-        patient=f"Patient/{world.children['ada'].patient}",
-        performer=resolve(world, "{ada.mother}"),
+        patient=f"Patient/{world.children['dan'].patient}",
+        performer=resolve(world, "{dan.mother}"),
         provision=permit(world.org_ids, "school", actions=("access",)),
         signed=False,
     )
     refused = teacher.post("/Consent", json=consent, headers=fhir_headers())
     assert refused.status_code == 403
     consent_signed = consent_resource(
-        patient=f"Patient/{world.children['ada'].patient}",
-        performer=resolve(world, "{ada.mother}"),
+        patient=f"Patient/{world.children['dan'].patient}",
+        performer=resolve(world, "{dan.mother}"),
         provision=permit(world.org_ids, "school", actions=("access",)),
     )
     recorded = teacher.post("/Consent", json=consent_signed, headers=fhir_headers())
     assert recorded.status_code == 201, recorded.text
     # the family sees every recorded consent
-    mother = world.client("citizen:ada.mother")
+    mother = world.client("citizen:dan.mother")
     assert mother.get(f"/Consent/{recorded.json()['id']}").status_code == 200
 
 
@@ -620,7 +630,7 @@ def test_consent_status_answers_who_may_see_the_log(
     assert response.status_code == 200, response.text
     values = {p["name"]: p for p in response.json()["parameter"]}
     assert values["permitted"]["valueBoolean"] is permitted
-    if permitted and who != "citizen:ada.mother" or (org and permitted):
+    if (permitted and who != "citizen:ada.mother") or (org and permitted):
         assert values["consent"]["valueReference"]["reference"] == resolve(world, "{ada.consent}")
 
 
