@@ -29,6 +29,7 @@ def _settings() -> Settings:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from service.audit.cli import add_audit_parser
     from service.auth.cli import add_token_parser
 
     parser = argparse.ArgumentParser(
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="load the demo child's log first (idempotent)"
     )
     add_token_parser(sub)
+    add_audit_parser(sub)
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="migrate the database to the latest schema")
@@ -60,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service.auth.cli import run_token
 
         return run_token(args, settings)
+    if args.command == "audit":
+        from service.audit.cli import run_audit
+
+        return run_audit(args, settings)
     if args.command == "db":
         return _db(args, settings)
     if args.command == "seed":

@@ -8,9 +8,14 @@ denials of writes 403; searches never count what the caller cannot see.
 from __future__ import annotations
 
 import base64
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -641,3 +646,59 @@ def test_consent_status_hides_children_the_caller_cannot_see(world: World) -> No
             params={"organization": ORGS["kindergarten"]},
         )
         assert response.status_code == 404, who
+
+
+def _cli(database_url: str, world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STAFETT_")}
+    env.update(
+        STAFETT_DATABASE_URL=database_url,
+        STAFETT_DATA_DIR=str(world.server.settings.data_dir),
+        STAFETT_LOG_LEVEL="WARNING",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", "audit", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def test_dpo_cli_answers_who_saw_and_exports_the_family_report(
+    world: World, database_url: str, tmp_path: Path
+) -> None:
+    assert world.client("system:nav").get(resolve(world, "/{ada.careplan}")).status_code == 404
+    assert world.client("nurse:").get(resolve(world, "/{ada.careplan}")).status_code == 200
+    time.sleep(0.2)
+    ada = world.children["ada"]
+    result = _cli(database_url, world, "who-saw", "--patient", ada.fnr, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    careplan = resolve(world, "{ada.careplan}")
+    seen = {(row["organization"], row["outcome"]) for row in rows if careplan in row["resources"]}
+    assert (ORGS["nav"], "denied") in seen
+    assert (ORGS["health"], "permitted") in seen
+    export = tmp_path / "report.csv"
+    result = _cli(
+        database_url,
+        world,
+        "export",
+        "--patient",
+        ada.fnr,
+        "--format",
+        "csv",
+        "--output",
+        str(export),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = export.read_text().splitlines()
+    assert lines[0].startswith("recorded,action,outcome,who,organization")
+    assert len(lines) > 2
+    denied = _cli(database_url, world, "denied", "--since", "2026-01-01", "--format", "json")
+    assert denied.returncode == 0, denied.stderr
+    assert all(row["outcome"] == "denied" for row in json.loads(denied.stdout))
+    bad = _cli(database_url, world, "who-saw", "--patient", "12345678901")
+    assert bad.returncode == 2
+    assert "fødselsnummer" in bad.stderr
