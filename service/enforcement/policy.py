@@ -7,6 +7,7 @@ and returns each decision for the repository to audit.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -76,6 +77,10 @@ class ConsentAccessPolicy:
         self._base_url = base_url.rstrip("/")
         self._clock = clock
         self._cache = LogCache()
+        # Which Organization/Practitioner resources a token's org.nr/HPR/fnr resolve to changes
+        # rarely; a short cache spares two queries per request. Consents are never cached.
+        self._actors: dict[tuple[Any, ...], tuple[float, Actor]] = {}
+        self._actor_ttl = 30.0
 
     # -- state ------------------------------------------------------------------------------
     def _state(self, ctx: RequestContext) -> _RequestState:
@@ -89,7 +94,23 @@ class ConsentAccessPolicy:
     def _actor(self, ctx: RequestContext, conn: Connection) -> Actor:
         state = self._state(ctx)
         if state.actor is None:
-            state.actor = actor_for(conn, ctx.principal)
+            principal = ctx.principal
+            key = (
+                principal.kind,
+                principal.organization,
+                principal.hpr,
+                principal.pid,
+                principal.is_dpo,
+            )
+            cached = self._actors.get(key)
+            now = time.monotonic()
+            if cached is not None and cached[0] > now:
+                state.actor = cached[1]
+            else:
+                state.actor = actor_for(conn, principal)
+                if len(self._actors) > 10_000:
+                    self._actors.clear()
+                self._actors[key] = (now + self._actor_ttl, state.actor)
         return state.actor
 
     def _logs(
