@@ -24,6 +24,7 @@ from consent import (
     ChildLog,
     ConsentPolicy,
     Decision,
+    TypeAccess,
     check_consent_write,
     consent_status,
     decide,
@@ -81,13 +82,18 @@ class ConsentAccessPolicy:
         # rarely; a short cache spares two queries per request. Consents are never cached.
         self._actors: dict[tuple[Any, ...], tuple[float, Actor]] = {}
         self._actor_ttl = 30.0
+        self._types: dict[tuple[int, Actor, datetime], tuple[ChildLog, TypeAccess]] = {}
 
     # -- state ------------------------------------------------------------------------------
     def _state(self, ctx: RequestContext) -> _RequestState:
         state = ctx.state.get("consent")
         if not isinstance(state, _RequestState):
             state = _RequestState()
-            state.now = self._clock()
+            # Whole seconds: requests within the same second share the decision point's
+            # memoised view of each log (validity of its consents at that instant). Periods
+            # are dates, so this never delays an expiry in practice; a withdrawal is a new
+            # version of the Consent and is seen at the next request regardless.
+            state.now = self._clock().replace(microsecond=0)
             ctx.state["consent"] = state
         return state
 
@@ -253,7 +259,7 @@ class ConsentAccessPolicy:
         for patient_id, log in logs.items():
             if log is None:
                 continue
-            access = readable_types(actor=actor, log=log, policy=self.policy, now=now)
+            access = self._readable_types(actor, log, now)
             if resource_type not in access.types:
                 continue
             if access.excluded_labels:
@@ -317,6 +323,19 @@ class ConsentAccessPolicy:
         return _from_decision(decision, patient_id)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _readable_types(self, actor: Actor, log: ChildLog, now: datetime) -> TypeAccess:
+        # Keyed by the log object (the log cache gives a new one for every new version), the
+        # caller and the second: a search over a service's hundreds of children reuses it.
+        key = (id(log), actor, now)
+        cached = self._types.get(key)
+        if cached is not None and cached[0] is log:
+            return cached[1]
+        access = readable_types(actor=actor, log=log, policy=self.policy, now=now)
+        if len(self._types) > 50_000:
+            self._types.clear()
+        self._types[key] = (log, access)
+        return access
+
     def _patient(
         self, ctx: RequestContext, conn: Connection, resource_type: str, data: Mapping[str, Any]
     ) -> str | None:
