@@ -85,9 +85,18 @@ class AccessPolicy(Protocol):
         """Decide a create, update or delete (proposed is None for delete)."""
 
     def search_filter(
-        self, ctx: RequestContext, resource_type: str, *, conn: Connection
+        self,
+        ctx: RequestContext,
+        resource_type: str,
+        *,
+        conn: Connection,
+        patients: frozenset[str] | None = None,
     ) -> ColumnElement[bool] | None:
-        """Return an SQL condition on `resources` that hides what the caller may not see."""
+        """Return an SQL condition on `resources` that hides what the caller may not see.
+
+        `patients`, when given, are the only children the search itself can match (it names
+        them); the policy may then decide those children only.
+        """
 
 
 class ScopeAccessPolicy:
@@ -125,7 +134,12 @@ class ScopeAccessPolicy:
         return ALLOW_UNAUDITED
 
     def search_filter(
-        self, ctx: RequestContext, resource_type: str, *, conn: Connection
+        self,
+        ctx: RequestContext,
+        resource_type: str,
+        *,
+        conn: Connection,
+        patients: frozenset[str] | None = None,
     ) -> ColumnElement[bool] | None:
         """Add no filter."""
         return None

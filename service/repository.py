@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from service.access import AccessDecision, AccessPolicy, RequestContext
@@ -34,11 +34,11 @@ from service.errors import (
 from service.fhir.spec import SUPPORTED_RESOURCE_TYPES
 from service.fhir.validation import WRITABLE_TYPES, validate_resource
 from service.search import sql as search_sql
-from service.search.extract import CompiledParam
-from service.search.query import Include, SearchQuery, parse_search
+from service.search.extract import CompiledParam, parse_reference
+from service.search.query import Criterion, Include, SearchQuery, parse_search
 from service.search.values import micros_to_instant, now_micros
 from service.storage.database import Database
-from service.storage.schema import search_reference
+from service.storage.schema import search_reference, search_token
 from service.storage.store import HistoryPage, SqlStore, StoredResource, VersionMismatch
 
 __all__ = ["FhirRepository", "RepositoryConfig", "SearchResult", "WriteResult"]
@@ -672,7 +672,9 @@ class FhirRepository:
         """Run a search ([search](https://hl7.org/fhir/R4/search.html)) with includes."""
         self._policy.check_interaction(self.ctx, Interaction.SEARCH, query.resource_type)
         with self._ro(conn) as c:
-            extra = self._policy.search_filter(self.ctx, query.resource_type, conn=c)
+            extra = self._policy.search_filter(
+                self.ctx, query.resource_type, conn=c, patients=self._named_patients(c, query)
+            )
             total: int | None = None
             rows: list[StoredResource] = []
             if query.summary != "count" and query.count > 0:
@@ -780,6 +782,68 @@ class FhirRepository:
                 stmt = stmt.where(search_reference.c.param == include.param)
             keys |= {(t, i) for t, i in conn.execute(stmt)}
         return keys
+
+    def _named_patients(self, conn: Connection, query: SearchQuery) -> frozenset[str] | None:
+        """Return the children a search can only match, when its criteria name them."""
+        named: frozenset[str] | None = None
+        for criterion in query.criteria:
+            found = self._patients_of_criterion(conn, query.resource_type, criterion)
+            if found is not None:
+                named = found if named is None else named & found
+        return named
+
+    def _patients_of_criterion(
+        self, conn: Connection, resource_type: str, criterion: Criterion
+    ) -> frozenset[str] | None:
+        if criterion.modifier is not None:
+            return None
+        if resource_type == "Patient" and criterion.code == "_id":
+            return frozenset(criterion.values)
+        if resource_type == "Patient" and criterion.code == "identifier":
+            return self._patients_by_identifier(conn, criterion.values)
+        if criterion.code not in ("patient", "subject") or criterion.type != "reference":
+            return None
+        if criterion.chain is not None:
+            # a resource is in a child's log only through its Patient, so the children named by
+            # identifier are the only ones whose logs this search can show
+            inner = criterion.chain
+            if inner.code != "identifier" or inner.modifier is not None:
+                return None
+            return self._patients_by_identifier(conn, inner.values)
+        if criterion.target_type not in (None, "Patient"):
+            return None
+        ids: set[str] = set()
+        for value in criterion.values:
+            target_type, target_id, _url = parse_reference(value, self.config.base_url)
+            if target_type == "Patient" and target_id:
+                ids.add(target_id)
+            elif (
+                "/" not in value
+                and ":" not in value
+                and (criterion.code == "patient" or criterion.target_type == "Patient")
+            ):
+                ids.add(value)
+            else:
+                return None
+        return frozenset(ids)
+
+    def _patients_by_identifier(
+        self, conn: Connection, values: Sequence[str]
+    ) -> frozenset[str] | None:
+        conditions = []
+        for value in values:
+            system, bar, code = value.partition("|")
+            if not bar or not system or not code:
+                return None
+            conditions.append(and_(search_token.c.system == system, search_token.c.code == code))
+        rows = conn.execute(
+            select(search_token.c.resource_id).where(
+                search_token.c.resource_type == "Patient",
+                search_token.c.param == "identifier",
+                or_(*conditions),
+            )
+        )
+        return frozenset(row[0] for row in rows)
 
     # -- operations -------------------------------------------------------------------------
     def consent_status(self, *, patient_id: str, organization: str | None) -> AccessDecision:

@@ -238,7 +238,12 @@ class ConsentAccessPolicy:
         return result
 
     def search_filter(
-        self, ctx: RequestContext, resource_type: str, *, conn: Connection
+        self,
+        ctx: RequestContext,
+        resource_type: str,
+        *,
+        conn: Connection,
+        patients: frozenset[str] | None = None,
     ) -> ColumnElement[bool] | None:
         """Return the SQL condition that keeps only children whose logs the caller may read."""
         if resource_type in DIRECTORY_TYPES:
@@ -248,7 +253,11 @@ class ConsentAccessPolicy:
             return None if actor.kind is ActorKind.DPO else false()
         if actor.kind is ActorKind.DPO:
             return None if resource_type == "Consent" else false()
-        if actor.kind is ActorKind.CITIZEN:
+        if patients is not None:
+            # the search names its children: deciding those is exact and far cheaper than
+            # evaluating every child the caller has consents for
+            candidates = patients
+        elif actor.kind is ActorKind.CITIZEN:
             candidates = family_patients(conn, actor.pid) if actor.pid else frozenset()
         else:
             candidates = consented_patients(conn, actor)
