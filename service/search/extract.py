@@ -39,6 +39,28 @@ INDEXED_TYPES = frozenset({"token", "string", "date", "reference", "uri"})
 # Parameters that need a full-text engine or server-side stored queries; not offered.
 NOT_OFFERED = frozenset({"_content", "_text", "_query", "_list", "_has", "_type", "phonetic"})
 _MAX_INDEXED = 512
+# AuditEvents are written on every decision, so each index row costs every audited request.
+# Index what a data protection officer searches by (who, whose log, what, when, outcome,
+# which decision) and leave out the rest, which also leaves it out of the CapabilityStatement.
+NOT_INDEXED_BY_TYPE: dict[str, frozenset[str]] = {
+    "AuditEvent": frozenset(
+        {
+            "address",
+            "agent-role",
+            "altid",
+            "entity-name",
+            "entity-role",
+            "entity-type",
+            "policy",
+            "site",
+            "source",
+            "_profile",
+            "_source",
+            "_tag",
+            "_security",
+        }
+    )
+}
 #: Internal index parameter: every actor of every provision of a Consent (not advertised).
 CONSENT_ACTOR_PARAM = "stafett-consent-actor"
 
@@ -256,8 +278,9 @@ class ResourceIndexer:
             },
             **spec.search_params(resource_type),
         }
+        skipped = NOT_INDEXED_BY_TYPE.get(resource_type, frozenset())
         for code, definition in sorted(definitions.items()):
-            if definition.type not in INDEXED_TYPES or code in NOT_OFFERED:
+            if definition.type not in INDEXED_TYPES or code in NOT_OFFERED or code in skipped:
                 continue
             if not definition.expression:
                 continue
