@@ -632,16 +632,17 @@ class FhirRepository:
             else:
                 # the total and the pages count only resources the caller may see now
                 id_filter = self._policy.search_filter(self.ctx, resource_type, conn=c)
-            page = self._store.history(
-                c,
-                resource_type=resource_type,
-                id=id,
-                since=since,
-                before=before,
-                count=count,
-                offset=offset,
-                visible=id_filter,
-            )
+            with self._db.planned_for_values(c):
+                page = self._store.history(
+                    c,
+                    resource_type=resource_type,
+                    id=id,
+                    since=since,
+                    before=before,
+                    count=count,
+                    offset=offset,
+                    visible=id_filter,
+                )
             if id is not None:
                 return page
             keys = sorted({(e.resource_type, e.id) for e in page.entries})
@@ -688,13 +689,14 @@ class FhirRepository:
                     # a page that is not full already tells the total: skip the count query
                     total = query.offset + len(rows)
                 else:
-                    total = int(
-                        c.execute(
-                            search_sql.count_statement(
-                                query, base_url=self.config.base_url, extra=extra
-                            )
-                        ).scalar_one()
-                    )
+                    with self._db.planned_for_values(c):
+                        total = int(
+                            c.execute(
+                                search_sql.count_statement(
+                                    query, base_url=self.config.base_url, extra=extra
+                                )
+                            ).scalar_one()
+                        )
             if query.summary == "count" or query.count == 0:
                 return SearchResult(query=query, matches=[], included=[], total=total)
             query_text = urlencode(query.used)
@@ -706,7 +708,8 @@ class FhirRepository:
         self, conn: Connection, query: SearchQuery, extra: Any = None
     ) -> list[StoredResource]:
         stmt = search_sql.page_statement(query, base_url=self.config.base_url, extra=extra)
-        return [StoredResource(*row) for row in conn.execute(stmt)]
+        with self._db.planned_for_values(conn):
+            return [StoredResource(*row) for row in conn.execute(stmt)]
 
     def _includes(
         self,

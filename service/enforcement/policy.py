@@ -47,6 +47,7 @@ from service.enforcement.loading import (
     patients_of,
 )
 from service.errors import Forbidden, NotFound
+from service.storage.database import Database
 from service.storage.schema import resources, search_reference, search_token
 from service.storage.store import StoredResource
 
@@ -260,7 +261,8 @@ class ConsentAccessPolicy:
         elif actor.kind is ActorKind.CITIZEN:
             candidates = family_patients(conn, actor.pid) if actor.pid else frozenset()
         else:
-            candidates = consented_patients(conn, actor)
+            with Database.planned_for_values(conn):
+                candidates = consented_patients(conn, actor)
         logs = self._logs(ctx, conn, set(candidates), fresh=False)
         now = self._state(ctx).now
         plain: list[str] = []
