@@ -10,7 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
 from service.access import AccessPolicy, ScopeAccessPolicy
@@ -91,7 +92,47 @@ def build_services(settings: Settings, *, policy: AccessPolicy | None = None) ->
     )
 
 
-def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None = None) -> FastAPI:
+class FhirDispatch:
+    """The ASGI entry point: /fhir goes straight to its router, the rest to FastAPI.
+
+    The FHIR endpoints parse their own input, so FastAPI's middleware layers and router
+    would only add CPU to every FHIR request; health checks and the lifespan stay in FastAPI.
+    """
+
+    def __init__(self, app: FastAPI, fhir: Router) -> None:
+        self.app = app
+        self.fhir = fhir
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Route one ASGI call."""
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == "/fhir" or path.startswith("/fhir/")):
+            await self.app(scope, receive, send)
+            return
+        scope["app"] = self.app  # endpoints find the services on the FastAPI app's state
+        try:
+            await self.fhir(scope, receive, send)
+        except Exception as exc:
+            await _error_for(exc, scope)(scope, receive, send)
+
+
+def _error_for(exc: Exception, scope: Scope) -> Response:
+    path, method = scope.get("path", ""), scope.get("method", "")
+    if isinstance(exc, FhirError):
+        if exc.status >= 500:
+            _log.error("request failed: %s", exc.diagnostics)
+        return error_response(exc)
+    if isinstance(exc, StarletteHTTPException):
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowed(f"{method} is not supported on {path}"))
+        if exc.status_code == 404:
+            return error_response(NotFound(f"No such endpoint: {path}"))
+        return error_response(BadRequest(str(exc.detail)))
+    _log.exception("unexpected error", exc_info=exc)
+    return error_response(FhirError("An unexpected error occurred; it has been logged"))
+
+
+def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None = None) -> ASGIApp:
     """Create the Stafett ASGI application."""
     settings = settings or Settings()
 
@@ -124,7 +165,6 @@ def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None 
         docs_url=None,
         redoc_url=None,
     )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
@@ -167,7 +207,13 @@ def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None 
 
     # the base URL takes batch/transaction Bundles with or without the trailing slash
     bundle_route = next(route for route in fhir_routes if route.name == "bundle")
-    app.router.routes.append(Route("/fhir", bundle_route.endpoint, methods=["POST"]))
-    app.router.routes.append(Mount("/fhir", routes=fhir_routes))
-    app.router.redirect_slashes = False
-    return app
+    fhir = Router(
+        routes=[
+            Route("/fhir", bundle_route.endpoint, methods=["POST"]),
+            Mount("/fhir", routes=fhir_routes),
+        ],
+        redirect_slashes=False,
+    )
+    return RequestContextMiddleware(
+        FhirDispatch(app, fhir), max_body_bytes=settings.max_request_bytes
+    )
