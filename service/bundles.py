@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 
 from service.api import render
 from service.errors import BadRequest, FhirError, Issue, NotFound, PreconditionFailed
-from service.repository import FhirRepository, WriteResult, is_valid_id
+from service.repository import FhirRepository, WriteResult
 from service.search.values import micros_to_instant
 from service.storage.store import StoredResource
 
@@ -371,7 +371,3 @@ def _patch_document(resource: Any) -> Any:
         return orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
     except (binascii.Error, orjson.JSONDecodeError) as exc:
         raise BadRequest(f"The Binary of a PATCH entry is not a JSON Patch: {exc}") from exc
-
-
-def _unused(_: str) -> bool:
-    return is_valid_id(_)

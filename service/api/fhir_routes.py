@@ -267,19 +267,17 @@ def consent_status(request: Request, *, id: str) -> Response:
     return Response(body, media_type=FHIR_JSON)
 
 
-@_route("/{resource_type}/_history", "GET")
-def type_history(request: Request, resource_type: str) -> Response:
-    """History of all resources of a type."""
+def _history_response(request: Request, resource_type: str, id: str | None) -> Response:
     services = services_of(request)
     repo = repository_for(request, services)
     _negotiate(request)
     since, before, count, offset, extra = _history_params(request)
     page = repo.history(
-        resource_type=resource_type, id=None, since=since, before=before, count=count, offset=offset
+        resource_type=resource_type, id=id, since=since, before=before, count=count, offset=offset
     )
     body = render.history_bundle(
         fhir_base=services.settings.fhir_base,
-        path=f"{resource_type}/_history",
+        path=f"{resource_type}/{id}/_history" if id else f"{resource_type}/_history",
         entries=page.entries,
         total=page.total,
         count=count,
@@ -288,6 +286,12 @@ def type_history(request: Request, resource_type: str) -> Response:
         bundle_id=uuid.uuid4().hex,
     )
     return Response(body, media_type=FHIR_JSON)
+
+
+@_route("/{resource_type}/_history", "GET")
+def type_history(request: Request, resource_type: str) -> Response:
+    """History of all resources of a type."""
+    return _history_response(request, resource_type, None)
 
 
 @_route("/{resource_type}/{id}", "GET")
@@ -360,24 +364,7 @@ def delete(request: Request, resource_type: str, id: str) -> Response:
 @_route("/{resource_type}/{id}/_history", "GET")
 def instance_history(request: Request, resource_type: str, id: str) -> Response:
     """History of one resource."""
-    services = services_of(request)
-    repo = repository_for(request, services)
-    _negotiate(request)
-    since, before, count, offset, extra = _history_params(request)
-    page = repo.history(
-        resource_type=resource_type, id=id, since=since, before=before, count=count, offset=offset
-    )
-    body = render.history_bundle(
-        fhir_base=services.settings.fhir_base,
-        path=f"{resource_type}/{id}/_history",
-        entries=page.entries,
-        total=page.total,
-        count=count,
-        offset=offset,
-        extra_params=extra,
-        bundle_id=uuid.uuid4().hex,
-    )
-    return Response(body, media_type=FHIR_JSON)
+    return _history_response(request, resource_type, id)
 
 
 @_route("/{resource_type}/{id}/_history/{version_id}", "GET")
