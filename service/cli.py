@@ -156,6 +156,11 @@ Stafett is starting on {base} (embedded SQLite, dev auth on) with one demo child
     curl -s -H "Authorization: Bearer $TOKEN" \\
       "{base}/Task?subject.identifier=urn:oid:2.16.578.1.12.4.1.4.1|15832151200&_sort=period"
     curl -s -H "Authorization: Bearer $TOKEN" "{base}/Communication?category=lysglimt"
+
+  The family decides who sees the log (docs/CONSENT.md):
+    the school has no consent:  .venv/bin/stafett token --system 927364514 --scope "system/*.rs"
+    the mother (a guardian):    .venv/bin/stafett token --citizen 04868941214
+    who looked at the log:      .venv/bin/stafett audit who-saw --patient 15832151200
 """,
         flush=True,
     )
