@@ -21,7 +21,13 @@ from service.auth import Interaction, Principal
 from service.errors import Forbidden
 from service.storage.store import StoredResource
 
-__all__ = ["AccessDecision", "AccessPolicy", "RequestContext", "ScopeAccessPolicy"]
+__all__ = [
+    "AccessDecision",
+    "AccessPolicy",
+    "RequestContext",
+    "ScopeAccessPolicy",
+    "require_scope",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +58,12 @@ class AccessDecision:
 
 
 ALLOW_UNAUDITED = AccessDecision(permitted=True, decision_id="", audited=False)
+
+
+def require_scope(ctx: RequestContext, interaction: Interaction, resource_type: str) -> None:
+    """Refuse the interaction when no SMART scope of the token grants it."""
+    if not ctx.principal.may(interaction, resource_type):
+        raise Forbidden(f"The token's scopes do not allow '{interaction.value}' on {resource_type}")
 
 
 class AccessPolicy(Protocol):
@@ -109,10 +121,7 @@ class ScopeAccessPolicy:
         self, ctx: RequestContext, interaction: Interaction, resource_type: str
     ) -> None:
         """Refuse the interaction when no scope of the token grants it."""
-        if not ctx.principal.may(interaction, resource_type):
-            raise Forbidden(
-                f"The token's scopes do not allow '{interaction.value}' on {resource_type}"
-            )
+        require_scope(ctx, interaction, resource_type)
 
     def can_read(
         self, ctx: RequestContext, resource: StoredResource, *, conn: Connection

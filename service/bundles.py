@@ -19,6 +19,7 @@ import orjson
 from sqlalchemy import Connection
 
 from service.api import render
+from service.api.outcomes import operation_outcome
 from service.errors import BadRequest, FhirError, Issue, NotFound, PreconditionFailed
 from service.repository import FhirRepository, WriteResult
 from service.search.values import micros_to_instant
@@ -105,10 +106,10 @@ def _process_transaction(repo: FhirRepository, entries: list[_Entry], fhir_base:
             for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
                 entry.response = _run_entry(repo, entry, fhir_base, conn)
     except FhirError as exc:
-        raise _at_entry(exc, entries) from exc
+        raise _at_entry(exc) from exc
 
 
-def _at_entry(exc: FhirError, entries: list[_Entry]) -> FhirError:
+def _at_entry(exc: FhirError) -> FhirError:
     index = getattr(exc, "entry_index", None)
     if index is None:
         return exc
@@ -211,27 +212,7 @@ def _process_batch(repo: FhirRepository, entries: list[_Entry], fhir_base: str) 
             entry.response = _run_entry(repo, entry, fhir_base, None)
         except FhirError as exc:
             entry.response = orjson.dumps(
-                {
-                    "response": {
-                        "status": f"{exc.status}",
-                        "outcome": {
-                            "resourceType": "OperationOutcome",
-                            "issue": [
-                                {
-                                    "severity": issue.severity,
-                                    "code": issue.code,
-                                    "diagnostics": issue.diagnostics,
-                                    **(
-                                        {"expression": list(issue.expression)}
-                                        if issue.expression
-                                        else {}
-                                    ),
-                                }
-                                for issue in exc.issues
-                            ],
-                        },
-                    }
-                }
+                {"response": {"status": str(exc.status), "outcome": operation_outcome(exc.issues)}}
             )
 
 

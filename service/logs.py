@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -45,7 +46,7 @@ def configure_logging(*, level: str = "INFO", json_lines: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         formatter: logging.Formatter = JsonFormatter()
-        formatter.converter = __import__("time").gmtime
+        formatter.converter = time.gmtime
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     handler.setFormatter(formatter)

@@ -93,7 +93,7 @@ class RepositoryConfig:
 
     def search_params(self) -> Mapping[str, Mapping[str, CompiledParam]]:
         """Return indexed search parameters by type and code."""
-        return {t: self.store.indexer.params(t) for t in SUPPORTED_RESOURCE_TYPES}
+        return self.store.indexer.all_params()
 
 
 def is_valid_id(value: str) -> bool:

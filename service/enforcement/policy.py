@@ -30,7 +30,7 @@ from consent import (
     decide,
     readable_types,
 )
-from service.access import AccessDecision, RequestContext
+from service.access import AccessDecision, RequestContext, require_scope
 from service.auth import Interaction
 from service.enforcement.compartment import (
     DIRECTORY_TYPES,
@@ -136,11 +136,8 @@ class ConsentAccessPolicy:
         self, ctx: RequestContext, interaction: Interaction, resource_type: str
     ) -> None:
         """Refuse what the token's scopes or the caller's role cannot do on a type at all."""
+        require_scope(ctx, interaction, resource_type)
         principal = ctx.principal
-        if not principal.may(interaction, resource_type):
-            raise Forbidden(
-                f"The token's scopes do not allow '{interaction.value}' on {resource_type}"
-            )
         if resource_type == "AuditEvent" and not principal.is_dpo:
             raise Forbidden("Only a data protection officer reads the audit trail")
         if principal.is_dpo and interaction not in (Interaction.READ, Interaction.SEARCH):

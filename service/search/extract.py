@@ -268,6 +268,11 @@ class ResourceIndexer:
         self._params: dict[str, tuple[CompiledParam, ...]] = {}
         for resource_type in spec.SUPPORTED_RESOURCE_TYPES:
             self._params[resource_type] = tuple(self._compile_all(resource_type))
+        # built once: every search and conditional create looks parameters up here
+        self._by_code: Mapping[str, Mapping[str, CompiledParam]] = {
+            resource_type: {param.code: param for param in params}
+            for resource_type, params in self._params.items()
+        }
 
     def _compile_all(self, resource_type: str) -> Iterator[CompiledParam]:
         definitions: dict[str, spec.SearchParamDef] = {
@@ -288,7 +293,11 @@ class ResourceIndexer:
 
     def params(self, resource_type: str) -> Mapping[str, CompiledParam]:
         """Return the indexed parameters of a resource type by code."""
-        return {param.code: param for param in self._params.get(resource_type, ())}
+        return self._by_code.get(resource_type, {})
+
+    def all_params(self) -> Mapping[str, Mapping[str, CompiledParam]]:
+        """Return the indexed parameters of every served type, by type and code."""
+        return self._by_code
 
     def index(self, resource: Mapping[str, Any]) -> IndexRows:
         """Extract every index value of a resource."""
