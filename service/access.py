@@ -103,11 +103,14 @@ class AccessPolicy(Protocol):
         *,
         conn: Connection,
         patients: frozenset[str] | None = None,
+        confined: bool = False,
     ) -> ColumnElement[bool] | None:
         """Return an SQL condition on `resources` that hides what the caller may not see.
 
         `patients`, when given, are the only children the search itself can match (it names
-        them); the policy may then decide those children only.
+        them); the policy may then decide those children only. `confined` says more: every
+        match lies in one of their logs (the criteria restrict the very reference that puts a
+        resource in a log), so restricting the SQL to those logs again would change nothing.
         """
 
 
@@ -149,6 +152,7 @@ class ScopeAccessPolicy:
         *,
         conn: Connection,
         patients: frozenset[str] | None = None,
+        confined: bool = False,
     ) -> ColumnElement[bool] | None:
         """Add no filter."""
         return None

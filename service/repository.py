@@ -673,8 +673,9 @@ class FhirRepository:
         """Run a search ([search](https://hl7.org/fhir/R4/search.html)) with includes."""
         self._policy.check_interaction(self.ctx, Interaction.SEARCH, query.resource_type)
         with self._ro(conn) as c:
+            patients, confined = self._named_patients(c, query)
             extra = self._policy.search_filter(
-                self.ctx, query.resource_type, conn=c, patients=self._named_patients(c, query)
+                self.ctx, query.resource_type, conn=c, patients=patients, confined=confined
             )
             total: int | None = None
             rows: list[StoredResource] = []
@@ -786,24 +787,35 @@ class FhirRepository:
             keys |= {(t, i) for t, i in conn.execute(stmt)}
         return keys
 
-    def _named_patients(self, conn: Connection, query: SearchQuery) -> frozenset[str] | None:
-        """Return the children a search can only match, when its criteria name them."""
+    def _named_patients(
+        self, conn: Connection, query: SearchQuery
+    ) -> tuple[frozenset[str] | None, bool]:
+        """Return the children a search can only match, when its criteria name them.
+
+        The flag tells whether every match is sure to lie in one of their logs: true when each
+        naming criterion restricts the reference that makes a resource part of a log (the
+        Patient's own id or identifier, `patient`, or `subject` pointing at a Patient).
+        """
         named: frozenset[str] | None = None
+        confined = True
         for criterion in query.criteria:
             found = self._patients_of_criterion(conn, query.resource_type, criterion)
             if found is not None:
-                named = found if named is None else named & found
-        return named
+                ids, exact = found
+                named = ids if named is None else named & ids
+                confined = confined and exact
+        return named, named is not None and confined and query.resource_type != "Provenance"
 
     def _patients_of_criterion(
         self, conn: Connection, resource_type: str, criterion: Criterion
-    ) -> frozenset[str] | None:
+    ) -> tuple[frozenset[str], bool] | None:
         if criterion.modifier is not None:
             return None
         if resource_type == "Patient" and criterion.code == "_id":
-            return frozenset(criterion.values)
+            return frozenset(criterion.values), True
         if resource_type == "Patient" and criterion.code == "identifier":
-            return self._patients_by_identifier(conn, criterion.values)
+            found = self._patients_by_identifier(conn, criterion.values)
+            return None if found is None else (found, True)
         if criterion.code not in ("patient", "subject") or criterion.type != "reference":
             return None
         if criterion.chain is not None:
@@ -812,7 +824,10 @@ class FhirRepository:
             inner = criterion.chain
             if inner.code != "identifier" or inner.modifier is not None:
                 return None
-            return self._patients_by_identifier(conn, inner.values)
+            found = self._patients_by_identifier(conn, inner.values)
+            # `subject` may point at something else with that identifier (not in any log)
+            exact = criterion.code == "patient" or criterion.target_type == "Patient"
+            return None if found is None else (found, exact)
         if criterion.target_type not in (None, "Patient"):
             return None
         ids: set[str] = set()
@@ -828,7 +843,7 @@ class FhirRepository:
                 ids.add(value)
             else:
                 return None
-        return frozenset(ids)
+        return frozenset(ids), True
 
     def _patients_by_identifier(
         self, conn: Connection, values: Sequence[str]

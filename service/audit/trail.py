@@ -16,22 +16,18 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from service.audit.events import AuditRecord, build_audit_event
 from service.errors import ServiceUnavailable
 from service.search.values import now_micros
 from service.storage.database import Database
-from service.storage.store import SqlStore
+from service.storage.store import NewResource, SqlStore
 
 __all__ = ["AuditTrail", "AuditTrailStats", "AuditUnavailable"]
 
 _log = logging.getLogger("stafett.audit")
-# The engine forces custom plans because search plans depend on the values; the audit write
-# plan does not, and re-planning it for every event costs 15-25 % of a batch (measured).
-_GENERIC_PLANS = text("SET LOCAL plan_cache_mode = auto")
 
 
 class AuditUnavailable(ServiceUnavailable):
@@ -49,16 +45,8 @@ class AuditTrailStats:
 
 
 @dataclass(frozen=True, slots=True)
-class _Prepared:
-    id: str
-    last_updated: int
-    content: str
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
 class _Pending:
-    events: list[_Prepared]
+    events: list[NewResource]
     future: Future[None]
 
 
@@ -189,30 +177,19 @@ class AuditTrail:
             return self._queued_events
 
     # -- internals --------------------------------------------------------------------------
-    def _prepare(self, records: Sequence[AuditRecord]) -> list[_Prepared]:
+    def _prepare(self, records: Sequence[AuditRecord]) -> list[NewResource]:
         # Built in the caller's thread: the committer is the serial part, so it only writes.
         last_updated = now_micros()
-        prepared: list[_Prepared] = []
+        prepared: list[NewResource] = []
         for record in records:
             audit_id = str(uuid.uuid4())
             data = build_audit_event(record, audit_id=audit_id, server_url=self._server_url)
             content = self._finalise(data, id=audit_id, version_id=1, last_updated=last_updated)
-            prepared.append(_Prepared(audit_id, last_updated, content, data))
+            prepared.append(NewResource(audit_id, last_updated, content, data))
         return prepared
 
-    def _write(self, conn: Connection, events: Sequence[_Prepared]) -> None:
-        for event in events:
-            self._store.write(
-                conn,
-                resource_type="AuditEvent",
-                id=event.id,
-                version_id=1,
-                last_updated=event.last_updated,
-                content=event.content,
-                data=event.data,
-                method="POST",
-                previous_version=None,
-            )
+    def _write(self, conn: Connection, events: Sequence[NewResource]) -> None:
+        self._store.create_many(conn, "AuditEvent", events)
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
@@ -256,11 +233,13 @@ class AuditTrail:
             return
         events = sum(len(pending.events) for pending in live)
         try:
-            with self._database.write() as conn:
-                if not self._database.is_sqlite:
-                    conn.execute(_GENERIC_PLANS)
-                for pending in live:
-                    self._write(conn, pending.events)
+            events_of_batch = [event for pending in live for event in pending.events]
+            # PostgreSQL: one multi-row statement on an autocommit connection is the whole
+            # transaction, one round trip; SQLite writes row by row inside BEGIN/COMMIT.
+            with (
+                self._database.write() if self._database.is_sqlite else self._database.autocommit()
+            ) as conn:
+                self._write(conn, events_of_batch)
         except Exception as exc:
             _log.exception("could not store %d audit events; %d requests fail", events, len(live))
             with self._cond:

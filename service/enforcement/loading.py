@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, or_, select, union
+from sqlalchemy import Connection, and_, bindparam, or_, select, union, union_all
 
 from consent import Actor, ActorKind, ChildLog
 from consent.constants import ENH, FNR, HPR, PERSON_ID_SYSTEMS
@@ -284,42 +284,53 @@ class LogCache:
         return found
 
 
+# Built once: constructing a Core statement and its cache key costs more CPU than running it.
+_FINGERPRINTS = union_all(
+    select(
+        resources.c.id,
+        resources.c.resource_type,
+        resources.c.id,
+        resources.c.version_id,
+        resources.c.last_updated,
+    ).where(
+        resources.c.resource_type == "Patient",
+        resources.c.id.in_(bindparam("patient_ids", expanding=True)),
+        resources.c.deleted.is_(False),
+    ),
+    select(
+        search_reference.c.target_id,
+        resources.c.resource_type,
+        resources.c.id,
+        resources.c.version_id,
+        resources.c.last_updated,
+    )
+    .join(
+        resources,
+        and_(
+            resources.c.resource_type == search_reference.c.resource_type,
+            resources.c.id == search_reference.c.resource_id,
+        ),
+    )
+    .where(
+        search_reference.c.resource_type.in_(("RelatedPerson", "Consent")),
+        search_reference.c.param == "patient",
+        search_reference.c.target_type == "Patient",
+        search_reference.c.target_id.in_(bindparam("patient_ids", expanding=True)),
+        resources.c.deleted.is_(False),
+    ),
+)
+
+
 def _fingerprints(conn: Connection, patient_ids: list[str]) -> dict[str, Fingerprint]:
-    patient_rows = conn.execute(
-        select(resources.c.id, resources.c.version_id, resources.c.last_updated).where(
-            resources.c.resource_type == "Patient",
-            resources.c.id.in_(patient_ids),
-            resources.c.deleted.is_(False),
-        )
-    )
-    parts: dict[str, list[tuple[str, str, int, int]]] = {
-        row[0]: [("Patient", row[0], row[1], row[2])] for row in patient_rows
-    }
-    if not parts:
-        return {}
-    members = (
-        select(
-            search_reference.c.target_id,
-            resources.c.resource_type,
-            resources.c.id,
-            resources.c.version_id,
-            resources.c.last_updated,
-        )
-        .join(
-            resources,
-            and_(
-                resources.c.resource_type == search_reference.c.resource_type,
-                resources.c.id == search_reference.c.resource_id,
-            ),
-        )
-        .where(
-            search_reference.c.resource_type.in_(("RelatedPerson", "Consent")),
-            search_reference.c.param == "patient",
-            search_reference.c.target_type == "Patient",
-            search_reference.c.target_id.in_(list(parts)),
-            resources.c.deleted.is_(False),
-        )
-    )
-    for target, rtype, rid, version, updated in conn.execute(members):
-        parts[target].append((rtype, rid, version, updated))
+    # one statement, one round trip: the Patients and the RelatedPersons and Consents that
+    # refer to them, each as (type, id, version, last updated)
+    parts: dict[str, list[tuple[str, str, int, int]]] = {}
+    rows = list(conn.execute(_FINGERPRINTS, {"patient_ids": patient_ids}))
+    for target, rtype, rid, version, updated in rows:
+        if rtype == "Patient":
+            parts.setdefault(target, []).append((rtype, rid, version, updated))
+    for target, rtype, rid, version, updated in rows:
+        # members of a Patient that is deleted or unknown do not make a log
+        if rtype != "Patient" and target in parts:
+            parts[target].append((rtype, rid, version, updated))
     return {patient_id: tuple(sorted(rows)) for patient_id, rows in parts.items()}

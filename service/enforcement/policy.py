@@ -242,6 +242,7 @@ class ConsentAccessPolicy:
         *,
         conn: Connection,
         patients: frozenset[str] | None = None,
+        confined: bool = False,
     ) -> ColumnElement[bool] | None:
         """Return the SQL condition that keeps only children whose logs the caller may read."""
         if resource_type in DIRECTORY_TYPES:
@@ -274,6 +275,11 @@ class ConsentAccessPolicy:
                 hiding.setdefault(frozenset(access.excluded_labels), []).append(patient_id)
             else:
                 plain.append(patient_id)
+        if confined and patients is not None and len(plain) == len(patients):
+            # Every match is in the log of a named child, and the caller reads this type in
+            # all of those logs without exceptions: the SQL condition would be a no-op, only
+            # costing planning and a join. Each hit is still decided one by one.
+            return None
         clauses = []
         if plain:
             clauses.append(_in_logs(resource_type, sorted(plain)))

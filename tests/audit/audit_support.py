@@ -164,15 +164,15 @@ class ControlledStore(SqlStore):
         self.gate = threading.Event()
         return self.gate
 
-    def write(self, conn: Connection, **kwargs: Any) -> None:  # type: ignore[override]
+    def create_many(self, conn: Connection, resource_type: str, items: Any) -> None:
         with self._lock:
             gate, self.gate = self.gate, None
-            request_id = request_id_of(kwargs["data"])
-            fail = request_id in self.fail_request_ids
-            self.fail_request_ids.discard(request_id or "")
+            request_ids = {request_id_of(item.data) for item in items}
+            fail = bool(request_ids & self.fail_request_ids)
+            self.fail_request_ids -= {r for r in request_ids if r}
         self.entered.set()
         if gate is not None:
             assert gate.wait(30), "the test never opened the gate"
         if fail:
             raise RuntimeError("injected store failure")
-        super().write(conn, **kwargs)
+        super().create_many(conn, resource_type, items)

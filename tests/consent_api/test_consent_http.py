@@ -245,6 +245,10 @@ SEARCHES = [
     ("teacher:school", "/Task?patient={ada.id}", 0),
     ("teacher:school", "/Task?subject.identifier=urn:oid:2.16.578.1.12.4.1.4.1|{ada.fnr}", 0),
     ("teacher:school", "/Task?_summary=count", 1),
+    # two children named, one permitted: the hidden one's Tasks are neither shown nor counted
+    ("teacher:school", "/Task?patient={ada.id},{ben.id}", 1),
+    ("teacher:school", "/Task?patient={ada.id},{ben.id}&_summary=count", 1),
+    ("teacher:school", "/Task?patient={ben.id}&_count=1&_summary=count", 1),
     ("teacher:school", "/Patient?identifier=urn:oid:2.16.578.1.12.4.1.4.1|{ada.fnr}", 0),
     ("system:nav", "/Task?_summary=count", 0),
     ("stranger:", "/CarePlan", 0),
