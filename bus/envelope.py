@@ -33,9 +33,12 @@ class EventType:
     """Event types in use; `event_type` is an open string, these are the known ones."""
 
     RESOURCE_CHANGED = "resource.changed"
+    RESOURCE_DELETED = "resource.deleted"
     DELIVERY = "delivery"
     CONSENT_REVOKED = "consent.revoked"
     EVALUATION_DUE = "evaluation.due"
+    CONSENT_EXPIRES_SOON = "consent.expires-soon"
+    CONSENT_EXPIRED = "consent.expired"
 
 
 _REQUIRED = ("event_id", "event_type", "occurred_at", "subject_key")
@@ -78,12 +81,18 @@ class Envelope:
         correlation_id: str | None = None,
         sender: str | None = None,
         payload: dict[str, Any] | None = None,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
     ) -> Envelope:
-        """Create an envelope with a fresh event id, occurring now."""
+        """Create an envelope; by default with a fresh event id, occurring now.
+
+        Pass `event_id` for events derived from another one (e.g. a delivery of a change), so
+        that producing it again after a crash gives the same id and consumers can drop it.
+        """
         return cls(
-            event_id=str(uuid.uuid4()),
+            event_id=event_id or str(uuid.uuid4()),
             event_type=event_type,
-            occurred_at=datetime.now(UTC),
+            occurred_at=occurred_at or datetime.now(UTC),
             subject_key=subject_key,
             resource_type=resource_type,
             resource_id=resource_id,

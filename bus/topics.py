@@ -12,6 +12,7 @@ __all__ = [
     "CHANGES",
     "DEAD_LETTER",
     "EVENTS",
+    "FAMILY",
     "INBOUND",
     "OUTBOUND_PREFIX",
     "is_outbound",
@@ -28,12 +29,15 @@ CHANGES = "stafett.changes"
 EVENTS = "stafett.events"
 """Time-based events, such as a measure's evaluation date falling due."""
 
+FAMILY = "stafett.family"
+"""Events for the family's notification services (SMS, e-mail, Helsenorge-style inbox)."""
+
 DEAD_LETTER = "stafett.dlq"
 """Messages that could not be processed, with the reason in a header."""
 
 OUTBOUND_PREFIX = "stafett.out."
 
-ALL_FIXED: tuple[str, ...] = (INBOUND, CHANGES, EVENTS, DEAD_LETTER)
+ALL_FIXED: tuple[str, ...] = (INBOUND, CHANGES, EVENTS, FAMILY, DEAD_LETTER)
 """The topics every deployment has; outbound topics come and go with organisations."""
 
 _ORGNR_WEIGHTS = (3, 2, 7, 6, 5, 4, 3, 2)

@@ -1,4 +1,4 @@
-"""The `stafett` command: serve, token, db upgrade, seed."""
+"""The `stafett` command: serve, worker, bus, token, audit, db, seed."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def _settings() -> Settings:
 def _parser() -> argparse.ArgumentParser:
     from service.audit.cli import add_audit_parser
     from service.auth.cli import add_token_parser
+    from service.bus_cli import add_bus_parsers
 
     parser = argparse.ArgumentParser(
         prog="stafett", description="Stafett: FHIR R4 system of record for the BTI stafettlogg"
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_token_parser(sub)
     add_audit_parser(sub)
+    add_bus_parsers(sub)
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="migrate the database to the latest schema")
@@ -68,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_audit(args, settings)
     if args.command == "db":
         return _db(args, settings)
+    if args.command in ("worker", "bus"):
+        from service.bus_cli import run_bus, run_worker
+
+        return run_worker(args, settings) if args.command == "worker" else run_bus(args, settings)
     if args.command == "seed":
         return _seed(args.file, settings)
     return _serve(args, settings)

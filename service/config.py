@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,6 +105,52 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=20, ge=1, description="Search page size without _count.")
     max_page_size: int = Field(default=500, ge=1, description="Upper limit of _count.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers (host:port,host:port) for `stafett worker`; "
+        "unset: the in-process bus (one process, nothing leaves it).",
+    )
+    kafka_client_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Extra kafka-python client settings as JSON, e.g. {"security_protocol": '
+        '"SSL", "ssl_cafile": "/etc/kafka/ca.pem"}.',
+    )
+    outbox: bool = Field(
+        default=True,
+        description="Write a change event to the outbox with every write of a child's log.",
+    )
+    subscribers: list[str] = Field(
+        default_factory=list,
+        description="Org numbers that get every change of the logs they may see, besides the "
+        "CareTeam members and Task owners of each log.",
+    )
+    ingest_scopes: str = Field(
+        default="system/*.cru",
+        description="SMART scopes granted to a message from stafett.inbound (the sending "
+        "organisation's Kafka ACL is its authentication); consent still decides.",
+    )
+    relay_batch_size: int = Field(default=500, ge=1, description="Outbox rows published at once.")
+    relay_poll_ms: float = Field(
+        default=20, ge=1, description="How often the relay looks for new outbox rows when idle."
+    )
+    consumer_fetch_max_wait_ms: int = Field(
+        default=20,
+        ge=0,
+        description="How long the broker holds a fetch for more data: the floor of end-to-end "
+        "latency (kafka-python's default 500 adds half a second).",
+    )
+    consumer_session_timeout_ms: int = Field(
+        default=10_000, ge=1000, description="Kafka consumer group session timeout."
+    )
+    consumer_max_poll_interval_ms: int = Field(
+        default=300_000, ge=1000, description="Kafka consumer max.poll.interval.ms."
+    )
+    scheduler_interval_s: float = Field(
+        default=60, gt=0, description="How often the worker looks for time-based events."
+    )
+    consent_expiry_notice_days: int = Field(
+        default=30, ge=1, description='Days before a Consent ends that "expires soon" is sent.'
+    )
     log_json: bool = Field(default=True, description="One JSON object per log line.")
 
     @model_validator(mode="after")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -18,9 +19,11 @@ import orjson
 from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from bus import Record, topics
 from service.access import AccessDecision, AccessPolicy, RequestContext
 from service.audit import AuditRecord, AuditTrail, AuditUnavailable
 from service.auth import Interaction
+from service.enforcement.loading import child_of
 from service.errors import (
     BadRequest,
     Conflict,
@@ -33,6 +36,7 @@ from service.errors import (
 )
 from service.fhir.spec import SUPPORTED_RESOURCE_TYPES
 from service.fhir.validation import WRITABLE_TYPES, validate_resource
+from service.outbox import Outbox, change_event
 from service.search import sql as search_sql
 from service.search.extract import CompiledParam, parse_reference
 from service.search.query import Criterion, Include, SearchQuery, parse_search
@@ -58,6 +62,7 @@ class _PendingWrite:
     id: str
     current: Mapping[str, Any] | None
     proposed: Mapping[str, Any] | None
+    version_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,7 @@ class RepositoryConfig:
     default_page_size: int
     max_page_size: int
     audit: AuditTrail | None = None
+    outbox: Outbox | None = None
 
     def search_params(self) -> Mapping[str, Mapping[str, CompiledParam]]:
         """Return indexed search parameters by type and code."""
@@ -146,6 +152,9 @@ class FhirRepository:
         self._policy = config.policy
         self._audit_records: list[AuditRecord] = []
         self._pending: list[_PendingWrite] = []
+        # run inside every write transaction of this repository, just before it commits (the
+        # ingest worker records the message it applies, so that it is applied once)
+        self.before_commit: list[Callable[[Connection], None]] = []
 
     # -- transactions and audit -------------------------------------------------------------
     @contextlib.contextmanager
@@ -168,7 +177,10 @@ class FhirRepository:
         try:
             with self._db.write() as conn:
                 yield conn
-                self._verify_writes(conn)
+                writes = self._verify_writes(conn)
+                self._publish_changes(conn, writes)
+                for hook in self.before_commit:
+                    hook(conn)
                 self._flush_audit(conn)
         except BaseException:
             self._pending.clear()
@@ -287,12 +299,13 @@ class FhirRepository:
         current: Mapping[str, Any] | None,
         proposed: Mapping[str, Any] | None,
         subtype: str,
+        version_id: int,
     ) -> None:
         self._pending.append(
-            _PendingWrite(interaction, subtype, resource_type, id, current, proposed)
+            _PendingWrite(interaction, subtype, resource_type, id, current, proposed, version_id)
         )
 
-    def _verify_writes(self, conn: Connection) -> None:
+    def _verify_writes(self, conn: Connection) -> list[_PendingWrite]:
         pending, self._pending = self._pending, []
         for write in pending:
             decision = self._policy.check_write(
@@ -313,6 +326,35 @@ class FhirRepository:
                 raise Forbidden(
                     f"{write.subtype} of {write.resource_type} refused: {decision.reason}"
                 )
+        return pending
+
+    def _publish_changes(self, conn: Connection, writes: Sequence[_PendingWrite]) -> None:
+        """Store a change event per write of a child's log in the outbox (same transaction)."""
+        outbox = self.config.outbox
+        if outbox is None or not writes:
+            return
+        occurred = datetime.now(UTC)
+        records: list[tuple[str, Record]] = []
+        for write in writes:
+            data = write.proposed if write.proposed is not None else write.current
+            if data is None:
+                continue
+            subject = child_of(conn, write.resource_type, data, self.config.base_url)
+            if subject is None:
+                continue  # directory entries and resources outside any log are not events
+            event = change_event(
+                resource_type=write.resource_type,
+                resource_id=write.id,
+                version_id=write.version_id,
+                subject=subject,
+                resource=data,
+                deleted=write.proposed is None,
+                occurred_at=occurred,
+                correlation_id=self.ctx.correlation_id or self.ctx.request_id or None,
+                sender=self.ctx.principal.organization,
+            )
+            records.append((event.event_id, Record.of(topics.CHANGES, event)))
+        outbox.add(conn, records)
 
     # -- read -----------------------------------------------------------------------------
     def read(
@@ -389,6 +431,7 @@ class FhirRepository:
                 current=None,
                 proposed=data,
                 subtype="create",
+                version_id=1,
             )
         return WriteResult(stored=stored, created=True)
 
@@ -489,6 +532,7 @@ class FhirRepository:
                     current=None,
                     proposed=data,
                     subtype="update",
+                    version_id=1,
                 )
                 return WriteResult(stored=stored, created=True)
             if (
@@ -528,6 +572,7 @@ class FhirRepository:
                 current=None if current.deleted else current.data,
                 proposed=data,
                 subtype="patch" if method == "PATCH" else "update",
+                version_id=version_id,
             )
             stored = StoredResource(resource_type, id, version_id, last_updated, False, content)
             return WriteResult(stored=stored, created=current.deleted)
@@ -600,6 +645,7 @@ class FhirRepository:
                 current=current.data,
                 proposed=None,
                 subtype="delete",
+                version_id=version_id,
             )
             return StoredResource(resource_type, id, version_id, last_updated, True, None)
 

@@ -31,6 +31,7 @@ from service.errors import (
     NotFound,
     ServiceUnavailable,
 )
+from service.outbox import Outbox
 from service.repository import RepositoryConfig
 from service.search.extract import ResourceIndexer
 from service.storage.database import Database
@@ -69,6 +70,7 @@ def build_services(settings: Settings, *, policy: AccessPolicy | None = None) ->
         base_url=settings.fhir_base,
         default_page_size=settings.default_page_size,
         max_page_size=settings.max_page_size,
+        outbox=Outbox(database) if settings.outbox else None,
     )
     dev_issuer = DevIssuer.load_or_create(settings.data_dir) if settings.dev_auth else None
     verifier = TokenVerifier(
@@ -120,7 +122,8 @@ def _error_for(exc: Exception, scope: Scope) -> Response:
     path, method = scope.get("path", ""), scope.get("method", "")
     if isinstance(exc, FhirError):
         if exc.status >= 500:
-            _log.error("request failed: %s", exc.diagnostics)
+            # the cause (driver message) is for operators' logs, never for the client
+            _log.error("request failed: %s; cause: %r", exc.diagnostics, exc.__cause__)
         return error_response(exc)
     if isinstance(exc, StarletteHTTPException):
         if exc.status_code == 405:
@@ -169,7 +172,8 @@ def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
         if exc.status >= 500:
-            _log.error("request failed: %s", exc.diagnostics)
+            # the cause (driver message) is for operators' logs, never for the client
+            _log.error("request failed: %s; cause: %r", exc.diagnostics, exc.__cause__)
         return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)

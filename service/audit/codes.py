@@ -32,6 +32,8 @@ __all__ = [
     "ROLE_CLASS",
     "SECURITY_SOURCE_TYPE",
     "SOURCE_NAME",
+    "STAFETT_INTERACTION",
+    "STAFETT_INTERACTIONS",
 ]
 
 AUDIT_EVENT_TYPE: Final = "http://terminology.hl7.org/CodeSystem/audit-event-type"
@@ -69,6 +71,11 @@ OUTCOME_SERIOUS_FAILURE: Final = "8"
 # The restful-interaction codes Stafett audits and their AuditEvent.action. Searches, batches,
 # transactions and operations execute a query or a set of requests (E, as in BALP Query);
 # history of one resource reads that resource's versions (R); history of a type is a query.
+# Interactions that are not REST calls (the consent router's deliveries) get Stafett's own
+# subtype code system instead of http://hl7.org/fhir/restful-interaction.
+STAFETT_INTERACTION: Final = "https://stafett.no/fhir/CodeSystem/audit-interaction"
+STAFETT_INTERACTIONS: Final = frozenset({"delivery"})
+
 ACTION_OF_INTERACTION: Final = {
     "read": "R",
     "vread": "R",
@@ -84,4 +91,6 @@ ACTION_OF_INTERACTION: Final = {
     "batch": "E",
     "transaction": "E",
     "operation": "E",
+    # the consent router sending a change to an organisation's topic: data leaves, as a read
+    "delivery": "R",
 }

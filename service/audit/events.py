@@ -244,7 +244,11 @@ def build_audit_event(
         "resourceType": "AuditEvent",
         "id": audit_id,
         "type": _coding(codes.AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
-        "subtype": [_coding(codes.RESTFUL_INTERACTION, record.interaction, record.interaction)],
+        "subtype": [
+            _coding(codes.STAFETT_INTERACTION, record.interaction, record.interaction)
+            if record.interaction in codes.STAFETT_INTERACTIONS
+            else _coding(codes.RESTFUL_INTERACTION, record.interaction, record.interaction)
+        ],
         "action": action,
         "recorded": micros_to_instant(record.recorded),
         "outcome": _outcome(record),

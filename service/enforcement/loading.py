@@ -18,12 +18,14 @@ from sqlalchemy import Connection, and_, bindparam, or_, select, union, union_al
 from consent import Actor, ActorKind, ChildLog
 from consent.constants import ENH, FNR, HPR, PERSON_ID_SYSTEMS
 from service.auth import Principal, PrincipalKind
+from service.enforcement.compartment import LOG_TYPES, linked_references, patient_in
 from service.search.extract import CONSENT_ACTOR_PARAM
 from service.storage.schema import resources, search_reference, search_token
 
 __all__ = [
     "LogCache",
     "actor_for",
+    "child_of",
     "consented_patients",
     "family_patients",
     "load_logs",
@@ -155,6 +157,19 @@ def patients_of(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple
         if row is not None:
             found[(resource_type, resource_id)] = row[0]
     return found
+
+
+def child_of(
+    conn: Connection, resource_type: str, data: Mapping[str, Any], base_url: str
+) -> str | None:
+    """Return the id of the child whose log holds this resource, or None if in no log."""
+    if resource_type not in LOG_TYPES:
+        return None
+    direct = patient_in(resource_type, data, base_url)
+    if direct is not None:
+        return direct
+    found = patients_of(conn, linked_references(resource_type, data, base_url))
+    return next(iter(found.values()), None)
 
 
 def consented_patients(conn: Connection, actor: Actor) -> frozenset[str]:

@@ -34,17 +34,14 @@ from service.access import AccessDecision, RequestContext, require_scope
 from service.auth import Interaction
 from service.enforcement.compartment import (
     DIRECTORY_TYPES,
-    LOG_TYPES,
-    linked_references,
-    patient_in,
 )
 from service.enforcement.loading import (
     LogCache,
     actor_for,
+    child_of,
     consented_patients,
     family_patients,
     organization_ids,
-    patients_of,
 )
 from service.errors import Forbidden, NotFound
 from service.storage.database import Database
@@ -353,14 +350,7 @@ class ConsentAccessPolicy:
     def _patient(
         self, ctx: RequestContext, conn: Connection, resource_type: str, data: Mapping[str, Any]
     ) -> str | None:
-        if resource_type not in LOG_TYPES:
-            return None
-        direct = patient_in(resource_type, data, self._base_url)
-        if direct is not None:
-            return direct
-        links = linked_references(resource_type, data, self._base_url)
-        found = patients_of(conn, links)
-        return next(iter(found.values()), None)
+        return child_of(conn, resource_type, data, self._base_url)
 
 
 def _with_stored_consent(

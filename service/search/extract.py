@@ -26,6 +26,8 @@ from service.search.values import (
 
 __all__ = [
     "CONSENT_ACTOR_PARAM",
+    "OPEN_EVALUATION_PARAM",
+    "OPEN_TASK_STATUSES",
     "CompiledParam",
     "IndexRows",
     "ResourceIndexer",
@@ -63,6 +65,15 @@ NOT_INDEXED_BY_TYPE: dict[str, frozenset[str]] = {
 }
 #: Internal index parameter: every actor of every provision of a Consent (not advertised).
 CONSENT_ACTOR_PARAM = "stafett-consent-actor"
+#: Internal index parameter: the planned evaluation date (`restriction.period.end`) of a Task
+#: that is still open, what the time-event scheduler scans (not advertised). Only open Tasks
+#: are indexed, so the scan never touches the growing history of evaluated ones; migration 0004
+#: backfilled it.
+OPEN_EVALUATION_PARAM = "stafett-open-evaluation-date"
+#: Task statuses (R4 task-status) in which the planned evaluation is still to come.
+OPEN_TASK_STATUSES = frozenset(
+    {"requested", "received", "accepted", "ready", "in-progress", "on-hold"}
+)
 
 
 class UnsupportedExpression(ValueError):
@@ -308,6 +319,8 @@ class ResourceIndexer:
                     self._add(rows, param, path, value)
         if resource["resourceType"] == "Consent":
             self._consent_actors(rows, resource.get("provision"))
+        elif resource["resourceType"] == "Task":
+            _open_evaluation_date(rows, resource)
         return rows
 
     def _consent_actors(self, rows: IndexRows, provision: Any) -> None:
@@ -381,6 +394,18 @@ class ResourceIndexer:
             rows.tokens.append(
                 (f"{code}:identifier", _clip(identifier.get("system")), _clip(identifier["value"]))
             )
+
+
+def _open_evaluation_date(rows: IndexRows, task: Mapping[str, Any]) -> None:
+    # docs/stafettlogg-fhir.md §11: planned evaluation = restriction.period.end, nowhere else;
+    # no R4 Task parameter indexes it, and the scheduler needs only the open Tasks' dates
+    if task.get("status") not in OPEN_TASK_STATUSES:
+        return
+    restriction = task.get("restriction")
+    period = restriction.get("period") if isinstance(restriction, dict) else None
+    end = period.get("end") if isinstance(period, dict) else None
+    if isinstance(end, str):
+        rows.dates.extend((OPEN_EVALUATION_PARAM, low, high) for low, high in _dates(end))
 
 
 def _clip(value: Any) -> str | None:

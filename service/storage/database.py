@@ -81,8 +81,14 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """Open a transaction that commits on success and rolls back on any error."""
         try:
-            with self._write_lock, self.engine.begin() as conn:
-                yield conn
+            with self._write_lock, self.engine.connect() as conn:
+                if self.is_sqlite:
+                    # take SQLite's write lock at BEGIN: a deferred transaction that reads and
+                    # then writes fails at once with "database is locked" when another process
+                    # (the worker) wrote meanwhile, instead of waiting for the busy timeout
+                    conn.info["stafett_begin"] = "BEGIN IMMEDIATE"
+                with conn.begin():
+                    yield conn
         except OperationalError as exc:
             raise _unavailable(exc) from exc
 
@@ -137,7 +143,7 @@ def _unavailable(exc: Exception) -> ServiceUnavailable:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN")
+    conn.exec_driver_sql(conn.info.pop("stafett_begin", "BEGIN"))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -27,13 +27,17 @@ from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
 __all__ = [
     "INDEX_TABLES",
     "JsonDocument",
+    "delivery_state",
+    "inbound_applied",
     "metadata",
+    "outbox",
     "resource_history",
     "resources",
     "search_date",
     "search_reference",
     "search_string",
     "search_token",
+    "time_events",
 ]
 
 NAMING = {
@@ -197,3 +201,62 @@ search_reference = _index_table(
 )
 
 INDEX_TABLES: tuple[Table, ...] = (search_token, search_string, search_date, search_reference)
+
+
+# -- the bus: transactional outbox and the workers' own state ----------------------------------
+
+# One row per event to publish, written in the transaction of the change it reports. The relay
+# publishes unsent rows in `seq` order and then stamps `sent_at`; sent rows are kept a while for
+# operators and then purged.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("topic", String(255), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("sent_at", BigInteger, nullable=True),
+    # the relay's query: unsent rows in order, from a small index however long the history
+    Index(
+        "ix_outbox_unsent",
+        "seq",
+        postgresql_where=Column("sent_at").is_(None),
+        sqlite_where=Column("sent_at").is_(None),
+    ),
+    Index(None, "sent_at"),
+)
+
+# Messages from stafett.inbound that were applied, written in the same transaction as their
+# effect: a redelivered message finds its row and is not applied twice.
+inbound_applied = Table(
+    "inbound_applied",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("sender", String(32), nullable=True),
+    Column("applied_at", BigInteger, nullable=False),
+)
+
+# Time-based events already emitted (evaluation due, consent expiring/expired), keyed by what
+# they are about and the date they concern, so each is published once even across restarts.
+time_events = Table(
+    "time_events",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("emitted_at", BigInteger, nullable=False),
+)
+
+# What the consent router last concluded per child and organisation: whether the organisation
+# may see the child's log. A change from yes to no sends the organisation a revocation notice.
+delivery_state = Table(
+    "delivery_state",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("organization", String(32), primary_key=True),
+    Column("permitted", Boolean, nullable=False),
+    Column("consent_id", String(64), nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+)

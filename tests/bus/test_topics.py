@@ -12,7 +12,7 @@ def test_fixed_topic_names() -> None:
     assert topics.CHANGES == "stafett.changes"
     assert topics.EVENTS == "stafett.events"
     assert topics.DEAD_LETTER == "stafett.dlq"
-    assert len(set(topics.ALL_FIXED)) == 4
+    assert len(set(topics.ALL_FIXED)) == 5
 
 
 # Brønnøysundregistrene, Skatteetaten, NAV, a municipality, and the usual test number

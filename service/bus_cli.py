@@ -1,0 +1,150 @@
+"""`stafett worker` and `stafett bus status|replay`: run and operate the message bus."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from typing import Any
+
+from service.config import Settings
+
+__all__ = ["add_bus_parsers", "run_bus", "run_worker"]
+
+_COMPONENTS = ("relay", "router", "ingest", "scheduler")
+
+
+def add_bus_parsers(sub: Any) -> None:
+    """Add the `worker` and `bus` commands."""
+    worker = sub.add_parser(
+        "worker", help="run the outbox relay, consent router, ingest and scheduler"
+    )
+    worker.add_argument(
+        "--only",
+        action="append",
+        choices=_COMPONENTS,
+        help="run only these components (repeat the option); default: all",
+    )
+    bus = sub.add_parser("bus", help="operate the message bus")
+    bus_sub = bus.add_subparsers(dest="bus_command", required=True)
+    bus_sub.add_parser("status", help="show the outbox backlog and the bus in use")
+    replay = bus_sub.add_parser(
+        "replay", help="re-feed dead-lettered messages to the topic they came from"
+    )
+    replay.add_argument(
+        "--from-dlq", action="store_true", required=True, help="replay from stafett.dlq"
+    )
+    replay.add_argument("--limit", type=int, default=1000, help="at most this many messages")
+    replay.add_argument(
+        "--event-id", action="append", help="replay only messages with this event id (repeat)"
+    )
+    replay.add_argument(
+        "--dry-run", action="store_true", help="list what would be replayed, change nothing"
+    )
+    replay.add_argument(
+        "--wait", type=float, default=10.0, help="seconds to wait for dead letters (default 10)"
+    )
+
+
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the worker until SIGINT/SIGTERM."""
+    from service.worker import Worker  # noqa: PLC0415
+
+    worker = Worker(settings, components=tuple(args.only or _COMPONENTS))
+    worker.start()
+    where = settings.kafka_bootstrap or "the in-process bus (set STAFETT_KAFKA_BOOTSTRAP)"
+    print(f"stafett worker: {', '.join(worker.components)} on {where}", flush=True)
+
+    def _stop(signum: int, _frame: object) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.wait()
+    print("stafett worker: stopped", flush=True)
+    return 0
+
+
+def run_bus(args: argparse.Namespace, settings: Settings) -> int:
+    """Run `stafett bus status` or `stafett bus replay`."""
+    if args.bus_command == "status":
+        return _status(settings)
+    return _replay(args, settings)
+
+
+def _status(settings: Settings) -> int:
+    from service.outbox import backlog  # noqa: PLC0415
+    from service.storage.database import Database  # noqa: PLC0415
+
+    database = Database(settings.effective_database_url)
+    try:
+        with database.read() as conn:
+            waiting = backlog(conn)
+    finally:
+        database.dispose()
+    print(f"bus: {settings.kafka_bootstrap or 'in-process (STAFETT_KAFKA_BOOTSTRAP not set)'}")
+    print(f"outbox backlog: {waiting} event(s) waiting to be published")
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from bus import Record, topics  # noqa: PLC0415
+    from service.worker import DLQ_REASON, DLQ_SOURCE, open_configured_bus  # noqa: PLC0415
+
+    if not settings.kafka_bootstrap:
+        print(
+            "stafett: error: replay needs STAFETT_KAFKA_BOOTSTRAP: the in-process bus keeps "
+            "no dead letters after the worker stops",
+            file=sys.stderr,
+        )
+        return 2
+    wanted = set(args.event_id or ())
+    bus = open_configured_bus(settings)
+    replayed = skipped = 0
+    try:
+        with bus.consumer([topics.DEAD_LETTER], "stafett-replay") as consumer:
+            deadline = time.monotonic() + args.wait
+            while replayed + skipped < args.limit and time.monotonic() < deadline:
+                messages = consumer.poll(0.5, max_records=args.limit - replayed - skipped)
+                if not messages:
+                    continue
+                deadline = time.monotonic() + 2.0  # the backlog is flowing: stop when it ends
+                records: list[Record] = []
+                for message in messages:
+                    source = (message.header(DLQ_SOURCE) or b"").decode()
+                    topic = source.split("/", 1)[0] or topics.INBOUND
+                    event_id = _event_id(message.value)
+                    reason = (message.header(DLQ_REASON) or b"").decode()[:200]
+                    if wanted and event_id not in wanted:
+                        skipped += 1
+                        continue
+                    print(
+                        f"{'would replay' if args.dry_run else 'replay'} {event_id} -> {topic}"
+                        f" (was: {reason})"
+                    )
+                    headers = tuple(
+                        (k, v) for k, v in message.headers if k not in (DLQ_REASON, DLQ_SOURCE)
+                    )
+                    records.append(Record(topic, message.key or "", message.value, headers))
+                replayed += len(records)
+                if args.dry_run:
+                    continue  # nothing committed: the dead letters stay for a real replay
+                bus.publish_many(records)
+                # committed only after the re-feed is acknowledged; skipped messages are
+                # committed too, so a targeted replay does not offer them again
+                consumer.commit(messages)
+    finally:
+        bus.close()
+    print(f"{'would replay' if args.dry_run else 'replayed'} {replayed} message(s)")
+    return 0
+
+
+def _event_id(value: bytes) -> str:
+    import orjson  # noqa: PLC0415
+
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return "(not JSON)"
+    return str(data.get("event_id", "(none)")) if isinstance(data, dict) else "(not an object)"

@@ -1,0 +1,150 @@
+"""The ingest worker's core: apply a message from stafett.inbound exactly as a REST write.
+
+A connector sends a FHIR resource (created, or updated when it carries an id) or a
+transaction Bundle, in an envelope naming the sending organisation. It goes through the same
+repository as the REST API: scopes, consent, validation, audit and the outbox. The message's
+event id is stored in the transaction of its effect, so a redelivered message is recognised
+and not applied twice. Messages that can never succeed (malformed, invalid, refused) are
+rejected with an OperationOutcome for the dead-letter topic; a database outage is raised so
+that the worker retries the same message later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from bus import Envelope, EnvelopeError, Message, topics
+from service.access import RequestContext
+from service.api.outcomes import operation_outcome
+from service.auth import Principal, PrincipalKind
+from service.auth.scopes import ScopeSet
+from service.bundles import process_bundle
+from service.errors import BadRequest, FhirError, Issue, ServiceUnavailable
+from service.repository import FhirRepository, RepositoryConfig
+from service.search.values import now_micros
+from service.storage.schema import inbound_applied
+
+__all__ = ["IngestOutcome", "IngestResult", "Ingestor"]
+
+
+class IngestOutcome(StrEnum):
+    """What became of one inbound message."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The outcome, and for a rejection the OperationOutcome that explains it."""
+
+    outcome: IngestOutcome
+    operation_outcome: dict[str, Any] | None = None
+    event_id: str | None = None
+
+
+class Ingestor:
+    """Applies inbound messages through the repository, once each."""
+
+    def __init__(self, *, config: RepositoryConfig, scopes: str, fhir_base: str) -> None:
+        self._config = config
+        self._scopes = ScopeSet.parse(scopes)
+        self._fhir_base = fhir_base
+
+    def apply(self, message: Message) -> IngestResult:
+        """Apply one message; raise ServiceUnavailable when it should be retried later."""
+        try:
+            envelope = message.envelope()
+        except EnvelopeError as exc:
+            return _rejected(None, "structure", f"Not a Stafett envelope: {exc}")
+        sender = envelope.sender
+        try:
+            if not sender:
+                raise ValueError("the envelope names no sender organisation")
+            topics.validate_orgnr(sender)
+        except ValueError as exc:
+            return _rejected(envelope.event_id, "security", f"sender: {exc}")
+        payload = envelope.payload
+        if not isinstance(payload, dict) or not isinstance(payload.get("resourceType"), str):
+            return _rejected(
+                envelope.event_id, "required", "payload must be a FHIR resource or Bundle"
+            )
+        if self._already_applied(envelope.event_id):
+            return IngestResult(IngestOutcome.DUPLICATE, event_id=envelope.event_id)
+        repo = FhirRepository(self._config, self._context(envelope, sender))
+        repo.before_commit.append(lambda conn: _mark_applied(conn, envelope))
+        try:
+            self._write(repo, payload)
+        except ServiceUnavailable:
+            raise
+        except IntegrityError:
+            # the same message applied concurrently by another worker won the race
+            if self._already_applied(envelope.event_id):
+                return IngestResult(IngestOutcome.DUPLICATE, event_id=envelope.event_id)
+            raise
+        except FhirError as exc:
+            return IngestResult(
+                IngestOutcome.REJECTED,
+                operation_outcome=operation_outcome(exc.issues),
+                event_id=envelope.event_id,
+            )
+        return IngestResult(IngestOutcome.APPLIED, event_id=envelope.event_id)
+
+    def _write(self, repo: FhirRepository, payload: dict[str, Any]) -> None:
+        resource_type = payload["resourceType"]
+        if resource_type == "Bundle":
+            if payload.get("type") != "transaction":
+                # a batch commits entry by entry, so a redelivery could apply half of it twice
+                raise BadRequest("A Bundle on stafett.inbound must be a transaction")
+            process_bundle(repo, payload, self._fhir_base)
+            return
+        resource_id = payload.get("id")
+        if isinstance(resource_id, str):
+            repo.update(resource_type=resource_type, id=resource_id, resource=payload)
+        else:
+            repo.create(resource=payload, resource_type=resource_type)
+
+    def _context(self, envelope: Envelope, sender: str) -> RequestContext:
+        principal = Principal(
+            kind=PrincipalKind.SYSTEM,
+            issuer="urn:stafett:bus",
+            subject=f"{topics.INBOUND}/{sender}",
+            scopes=self._scopes,
+            expires_at=0,
+            organization=sender,
+            client_id=f"{topics.INBOUND}/{sender}",
+        )
+        return RequestContext(
+            principal=principal,
+            request_id=envelope.event_id,
+            correlation_id=envelope.correlation_id,
+        )
+
+    def _already_applied(self, event_id: str) -> bool:
+        with self._config.database.read() as conn:
+            row = conn.execute(
+                select(inbound_applied.c.event_id).where(inbound_applied.c.event_id == event_id)
+            ).first()
+        return row is not None
+
+
+def _mark_applied(conn: Connection, envelope: Envelope) -> None:
+    conn.execute(
+        insert(inbound_applied).values(
+            event_id=envelope.event_id, sender=envelope.sender, applied_at=now_micros()
+        )
+    )
+
+
+def _rejected(event_id: str | None, code: str, text: str) -> IngestResult:
+    return IngestResult(
+        IngestOutcome.REJECTED,
+        operation_outcome=operation_outcome([Issue(code, text)]),
+        event_id=event_id,
+    )
