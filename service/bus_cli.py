@@ -6,11 +6,15 @@ import argparse
 import signal
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from service.config import Settings
 
-__all__ = ["add_bus_parsers", "run_bus", "run_worker"]
+if TYPE_CHECKING:
+    from bus import Bus
+
+__all__ = ["add_bus_parsers", "replay_dead_letters", "run_bus", "run_worker"]
 
 _COMPONENTS = ("relay", "router", "ingest", "scheduler")
 
@@ -89,8 +93,7 @@ def _status(settings: Settings) -> int:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from bus import Record, topics  # noqa: PLC0415
-    from service.worker import DLQ_REASON, DLQ_SOURCE, open_configured_bus  # noqa: PLC0415
+    from service.worker import open_configured_bus  # noqa: PLC0415
 
     if not settings.kafka_bootstrap:
         print(
@@ -99,45 +102,69 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    wanted = set(args.event_id or ())
     bus = open_configured_bus(settings)
-    replayed = skipped = 0
     try:
-        with bus.consumer([topics.DEAD_LETTER], "stafett-replay") as consumer:
-            deadline = time.monotonic() + args.wait
-            while replayed + skipped < args.limit and time.monotonic() < deadline:
-                messages = consumer.poll(0.5, max_records=args.limit - replayed - skipped)
-                if not messages:
-                    continue
-                deadline = time.monotonic() + 2.0  # the backlog is flowing: stop when it ends
-                records: list[Record] = []
-                for message in messages:
-                    source = (message.header(DLQ_SOURCE) or b"").decode()
-                    topic = source.split("/", 1)[0] or topics.INBOUND
-                    event_id = _event_id(message.value)
-                    reason = (message.header(DLQ_REASON) or b"").decode()[:200]
-                    if wanted and event_id not in wanted:
-                        skipped += 1
-                        continue
-                    print(
-                        f"{'would replay' if args.dry_run else 'replay'} {event_id} -> {topic}"
-                        f" (was: {reason})"
-                    )
-                    headers = tuple(
-                        (k, v) for k, v in message.headers if k not in (DLQ_REASON, DLQ_SOURCE)
-                    )
-                    records.append(Record(topic, message.key or "", message.value, headers))
-                replayed += len(records)
-                if args.dry_run:
-                    continue  # nothing committed: the dead letters stay for a real replay
-                bus.publish_many(records)
-                # committed only after the re-feed is acknowledged; skipped messages are
-                # committed too, so a targeted replay does not offer them again
-                consumer.commit(messages)
+        count = replay_dead_letters(
+            bus,
+            event_ids=frozenset(args.event_id or ()),
+            limit=args.limit,
+            dry_run=args.dry_run,
+            wait_s=args.wait,
+            report=print,
+        )
     finally:
         bus.close()
-    print(f"{'would replay' if args.dry_run else 'replayed'} {replayed} message(s)")
+    print(f"{'would replay' if args.dry_run else 'replayed'} {count} message(s)")
     return 0
+
+
+def replay_dead_letters(
+    bus: Bus,
+    *,
+    event_ids: frozenset[str] = frozenset(),
+    limit: int = 1000,
+    dry_run: bool = False,
+    wait_s: float = 10.0,
+    report: Callable[[str], object] = lambda _line: None,
+) -> int:
+    """Re-feed dead letters to the topic they came from; return how many.
+
+    Each is committed on the dead-letter topic only after the broker acknowledged its
+    re-feed. With `event_ids`, the others are passed over (and committed, so a targeted
+    replay does not offer them again). A dry run commits nothing.
+    """
+    from bus import Record, topics  # noqa: PLC0415
+    from service.worker import DLQ_REASON, DLQ_SOURCE  # noqa: PLC0415
+
+    replayed = seen = 0
+    with bus.consumer([topics.DEAD_LETTER], "stafett-replay") as consumer:
+        deadline = time.monotonic() + wait_s
+        while seen < limit and time.monotonic() < deadline:
+            messages = consumer.poll(0.5, max_records=limit - seen)
+            if not messages:
+                continue
+            deadline = time.monotonic() + 2.0  # the backlog is flowing: stop when it ends
+            seen += len(messages)
+            records: list[Record] = []
+            for message in messages:
+                source = (message.header(DLQ_SOURCE) or b"").decode()
+                topic = source.split("/", 1)[0] or topics.INBOUND
+                event_id = _event_id(message.value)
+                if event_ids and event_id not in event_ids:
+                    continue
+                reason = (message.header(DLQ_REASON) or b"").decode()[:200]
+                verb = "would replay" if dry_run else "replay"
+                report(f"{verb} {event_id} -> {topic} (was: {reason})")
+                headers = tuple(
+                    (k, v) for k, v in message.headers if k not in (DLQ_REASON, DLQ_SOURCE)
+                )
+                records.append(Record(topic, message.key or "", message.value, headers))
+            replayed += len(records)
+            if dry_run:
+                continue  # nothing committed: the dead letters stay for a real replay
+            bus.publish_many(records)
+            consumer.commit(messages)
+    return replayed
 
 
 def _event_id(value: bytes) -> str:

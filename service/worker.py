@@ -25,6 +25,7 @@ from service.delivery import ConsentRouter
 from service.errors import ServiceUnavailable
 from service.ingest import Ingestor, IngestOutcome, IngestResult
 from service.outbox import OutboxRelay
+from service.storage.migrations import upgrade_database
 
 __all__ = [
     "INGEST_GROUP",
@@ -130,7 +131,9 @@ class Worker:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        """Create the fixed topics and start one thread per component."""
+        """Migrate like the API does, create the fixed topics, start one thread per component."""
+        if self.services.database.is_sqlite or self.settings.auto_migrate:
+            upgrade_database(self.services.database.engine)
         self.bus.ensure_topics(list(topics.ALL_FIXED))
         loops: dict[str, Callable[[], None]] = {
             "relay": lambda: self.relay.run(self._stop),

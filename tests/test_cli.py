@@ -128,3 +128,38 @@ def test_concurrent_migrations_on_postgres(postgres_admin_url: str) -> None:
     assert {"resources", "resource_history", "search_token", "alembic_version"} <= tables
     for database in databases:
         database.dispose()
+
+
+@pytest.mark.slow
+def test_worker_drains_the_outbox_and_stops_on_sigterm(env: dict[str, str]) -> None:
+    assert run("seed", env=env).returncode == 0
+    before = run("bus", "status", env=env)
+    assert before.returncode == 0, before.stderr
+    waiting = int(before.stdout.split("outbox backlog: ")[1].split()[0])
+    assert waiting > 0  # the demo log's writes are events waiting for a worker
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "outbox backlog: 0 " not in run("bus", "status", env=env).stdout:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the worker did not drain the outbox"
+            time.sleep(0.3)
+    finally:
+        process.terminate()
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "relay, router, ingest, scheduler on the in-process bus" in out
+    assert "stafett worker: stopped" in out
+
+
+def test_replay_without_kafka_names_the_missing_setting(env: dict[str, str]) -> None:
+    result = run("bus", "replay", "--from-dlq", env=env)
+    assert result.returncode == 2
+    assert "STAFETT_KAFKA_BOOTSTRAP" in result.stderr

@@ -17,6 +17,8 @@ import orjson
 import pytest
 
 from bus import Bus, Envelope, EventType, InMemoryBus, Message, Record, topics
+from service.bus_cli import replay_dead_letters
+from service.cli import main
 from service.worker import DLQ_REASON, Worker
 from tests.consent_api.world import (
     ORGS,
@@ -358,3 +360,44 @@ def test_invalid_and_poison_messages_go_to_the_dead_letter_topic_without_blockin
     forbidden = by_event[refused.event_id]
     assert forbidden["issue"][0]["code"] == "forbidden"
     assert _count_tasks(stack, "ugyldig") == 0
+
+
+def test_a_refused_message_is_replayed_from_the_dead_letter_topic_after_a_fix(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = f"Fra helsestasjonen {uuid.uuid4().hex[:6]}"
+    refused = _inbound(stack, "health", _task(stack, text))
+    stack.inbox.wait_for(
+        lambda: any(
+            m.value.find(refused.event_id.encode()) >= 0 for m in stack.inbox.on(topics.DEAD_LETTER)
+        )
+    )
+    assert _count_tasks(stack, text) == 0
+    # the fix: the family lets the health station write in the log
+    granted = stack.mother().post(
+        "/Consent",
+        json=consent_resource(
+            patient=f"Patient/{stack.child.patient}",
+            performer=stack.child.ids["mother"],
+            provision=permit(stack.org_ids, "health", actions=("access", "collect")),
+            signed=False,
+        ),
+        headers=fhir_headers(),
+    )
+    assert granted.status_code == 201, granted.text
+    if isinstance(stack.bus, InMemoryBus):
+        replayed = replay_dead_letters(stack.bus, event_ids=frozenset({refused.event_id}))
+        assert replayed == 1
+    else:
+        # the operator's command, against the same broker
+        from bus.kafka import KafkaBus  # noqa: PLC0415
+
+        assert isinstance(stack.bus, KafkaBus)
+        monkeypatch.setenv("STAFETT_KAFKA_BOOTSTRAP", stack.bus.bootstrap)
+        monkeypatch.setenv("STAFETT_CONSUMER_SESSION_TIMEOUT_MS", "6000")
+        code = main(["bus", "replay", "--from-dlq", "--event-id", refused.event_id])
+        assert code == 0
+        out = capsys.readouterr().out
+        assert f"replay {refused.event_id} -> {topics.INBOUND}" in out
+        assert "replayed 1 message(s)" in out
+    stack.inbox.wait_for(lambda: _count_tasks(stack, text) == 1)
