@@ -455,7 +455,7 @@ class FhirRepository:
         query.count = 2
         with self._ro(conn) as c:
             # unfiltered on purpose: a match the caller may not see must block a duplicate
-            matches = self._search_rows(c, query, None)
+            matches, _ = self._search_rows(c, query, None)
             if len(matches) > 1:
                 raise PreconditionFailed(
                     f"If-None-Exist '{criteria}' matches more than one {resource_type}"
@@ -725,16 +725,12 @@ class FhirRepository:
             )
             total: int | None = None
             rows: list[StoredResource] = []
+            wants_total = query.summary == "count" or query.total != "none"
             if query.summary != "count" and query.count > 0:
-                rows = self._search_rows(c, query, extra)
-            if query.summary == "count" or query.total != "none":
-                if (
-                    query.summary != "count"
-                    and query.count > len(rows)
-                    and (rows or query.offset == 0)
-                ):
-                    # a page that is not full already tells the total: skip the count query
-                    total = query.offset + len(rows)
+                rows, total = self._search_rows(c, query, extra, with_total=wants_total)
+            if wants_total and total is None:
+                if query.summary != "count" and query.count > len(rows) and query.offset == 0:
+                    total = len(rows)  # an empty first page: nothing matches
                 else:
                     with self._db.planned_for_values(c):
                         total = int(
@@ -752,11 +748,18 @@ class FhirRepository:
         return SearchResult(query=query, matches=matches, included=included, total=total)
 
     def _search_rows(
-        self, conn: Connection, query: SearchQuery, extra: Any = None
-    ) -> list[StoredResource]:
-        stmt = search_sql.page_statement(query, base_url=self.config.base_url, extra=extra)
+        self, conn: Connection, query: SearchQuery, extra: Any = None, *, with_total: bool = False
+    ) -> tuple[list[StoredResource], int | None]:
+        """Return a page of matches and, if asked and the page is not empty, their total."""
+        stmt = search_sql.page_statement(
+            query, base_url=self.config.base_url, extra=extra, with_total=with_total
+        )
         with self._db.planned_for_values(conn):
-            return [StoredResource(*row) for row in conn.execute(stmt)]
+            result = conn.execute(stmt).all()
+        if not with_total:
+            return [StoredResource(*row) for row in result], None
+        total = int(result[0][6]) if result else None
+        return [StoredResource(*row[:6]) for row in result], total
 
     def _includes(
         self,

@@ -300,12 +300,18 @@ def _sort_columns(descending: bool) -> dict[str, tuple[Any, Any]]:
 
 
 def page_statement(
-    query: SearchQuery, *, base_url: str, extra: ColumnElement[bool] | None = None
+    query: SearchQuery,
+    *,
+    base_url: str,
+    extra: ColumnElement[bool] | None = None,
+    with_total: bool = False,
 ) -> Select[Any]:
     """Return the SELECT of one page of matches, sorted and limited.
 
     A deferred join: the inner query finds, sorts and limits the page using the index tables
     and the narrow covering index of `resources`; only then are the page's JSON rows read.
+    With `with_total`, every row also carries the number of all matches (a window count,
+    computed in the same pass that sorts them, instead of a second query).
     """
     keys: list[Any] = []
     directions: list[bool] = []
@@ -321,8 +327,9 @@ def page_statement(
         inner_order.append(key.is_(None))
         inner_order.append(key.desc() if descending else key.asc())
     inner_order.append(resources.c.id)
+    counted = [func.count().over().label("total")] if with_total else []
     page = (
-        select(resources.c.id.label("page_id"), *keys)
+        select(resources.c.id.label("page_id"), *keys, *counted)
         .where(*_where(query, base_url, extra))
         .order_by(*inner_order)
         .limit(query.count)
@@ -343,6 +350,7 @@ def page_statement(
             resources.c.last_updated,
             resources.c.deleted,
             resources.c.content,
+            *([page.c.total] if with_total else []),
         )
         .join(
             page,
