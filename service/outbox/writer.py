@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, func, insert, select
+import orjson
+from sqlalchemy import Connection, func, insert, select, text
 
 from bus import Record
 from service.search.values import now_micros
@@ -12,6 +13,21 @@ from service.storage.database import Database
 from service.storage.schema import outbox
 
 __all__ = ["Outbox", "backlog"]
+
+_PG_LOCK_AND_INSERT = text(
+    """
+WITH locked AS (
+  SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) AS n
+  FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS sorted_keys
+)
+INSERT INTO outbox (event_id, topic, key, value, created_at)
+SELECT r.event_id, r.topic, r.key, r.value, r.created_at
+FROM locked, ROWS FROM (
+  jsonb_to_recordset(CAST(:rows AS jsonb))
+    AS (event_id text, topic text, key text, value text, created_at bigint)
+) WITH ORDINALITY AS r(event_id, topic, key, value, created_at, n)
+ORDER BY r.n"""
+)
 
 
 class Outbox:
@@ -29,23 +45,24 @@ class Outbox:
         """
         if not records:
             return
-        for key in sorted({record.key for _, record in records}):
-            self._database.lock_key(conn, f"stafett-outbox:{key}")
         created = now_micros()
-        conn.execute(
-            insert(outbox),
-            [
-                {
-                    "event_id": event_id,
-                    "topic": record.topic,
-                    "key": record.key,
-                    "value": record.value.decode(),
-                    "created_at": created,
-                    "sent_at": None,
-                }
-                for event_id, record in records
-            ],
-        )
+        rows = [
+            {
+                "event_id": event_id,
+                "topic": record.topic,
+                "key": record.key,
+                "value": record.value.decode(),
+                "created_at": created,
+            }
+            for event_id, record in records
+        ]
+        if conn.dialect.name == "postgresql":
+            # one round trip: lock the children (sorted, so transactions never deadlock on
+            # each other's keys), then insert, in one statement
+            keys = sorted({f"stafett-outbox:{record.key}" for _, record in records})
+            conn.execute(_PG_LOCK_AND_INSERT, {"keys": keys, "rows": orjson.dumps(rows).decode()})
+            return
+        conn.execute(insert(outbox), rows)  # SQLite: writers are serialised already
 
 
 def backlog(conn: Connection) -> int:
