@@ -36,6 +36,7 @@ class EventType:
     RESOURCE_DELETED = "resource.deleted"
     DELIVERY = "delivery"
     CONSENT_REVOKED = "consent.revoked"
+    CONSENT_GRANTED = "consent.granted"
     EVALUATION_DUE = "evaluation.due"
     CONSENT_EXPIRES_SOON = "consent.expires-soon"
     CONSENT_EXPIRED = "consent.expired"

@@ -6,7 +6,8 @@ organisation may read the changed resource now, and publishes a delivery on the
 organisation's own topic (`stafett.out.<orgnr>`) or audits the refused delivery. It also
 keeps, per child and organisation, whether the organisation may see the log at all: when that
 turns from yes to no (a Consent withdrawn or expired), the organisation gets a revocation
-notice so its system can hide or remove the log.
+notice so its system can hide or remove the log; when it turns to yes, a grant notice so its
+system can fetch the log.
 
 Deliveries have event ids derived from the change and the organisation, so processing a
 change again after a crash publishes the same ids and receivers drop the duplicates.
@@ -29,6 +30,7 @@ from consent import (
     ActorKind,
     ChildLog,
     ConsentPolicy,
+    Decision,
     consent_status,
     decide,
 )
@@ -57,6 +59,7 @@ class RouteResult:
     delivered: int = 0
     refused: int = 0
     revoked: int = 0
+    granted: int = 0
     ignored: int = 0
 
 
@@ -175,8 +178,17 @@ class ConsentRouter:
                     }
                 )
             if previous.get(orgnr) and not sees_log.permitted:
-                result.records.append(self._revocation(event, orgnr, sees_log.reason))
+                result.records.append(
+                    self._notice(event, orgnr, EventType.CONSENT_REVOKED, sees_log)
+                )
                 result.revoked += 1
+            elif sees_log.permitted and not previous.get(orgnr):
+                # a new permission: the organisation's system may now fetch the log (over
+                # REST) instead of waiting for its next change
+                result.records.append(
+                    self._notice(event, orgnr, EventType.CONSENT_GRANTED, sees_log)
+                )
+                result.granted += 1
             if event.event_type not in _CHANGES or orgnr == event.sender:
                 continue  # a re-evaluation delivers nothing; a sender does not get its own write
             resource = dict(event.payload or {})
@@ -230,15 +242,15 @@ class ConsentRouter:
         )
         return Record.of(topics.outbound(orgnr), delivery)
 
-    def _revocation(self, event: Envelope, orgnr: str, reason: str) -> Record:
+    def _notice(self, event: Envelope, orgnr: str, event_type: str, why: Decision) -> Record:
         notice = Envelope.new(
-            event_id=derived_id(event.event_id, orgnr, "revoked"),
-            event_type=EventType.CONSENT_REVOKED,
+            event_id=derived_id(event.event_id, orgnr, event_type),
+            event_type=event_type,
             subject_key=event.subject_key,
             resource_type="Patient",
             resource_id=event.subject_key,
             correlation_id=event.correlation_id,
-            payload={"reason": reason},
+            payload={"reason": why.reason, "consent": why.consent_id},
             occurred_at=event.occurred_at,
         )
         return Record.of(topics.outbound(orgnr), notice)

@@ -299,6 +299,17 @@ def test_withdrawal_sends_a_revocation_and_stops_deliveries(stack: Stack) -> Non
         if e.event_type == EventType.CONSENT_REVOKED
     ]
     assert len(revocations) == 1
+    assert revocations[0].payload is not None
+    assert revocations[0].payload["reason"]  # the decision point's words, for the vendor's log
+    # the school was told once, when the family let it in, that it may fetch the log
+    grants = [
+        e
+        for e in stack.inbox.envelopes(school_topic, stack.child.patient)
+        if e.event_type == EventType.CONSENT_GRANTED
+    ]
+    assert len(grants) == 1
+    assert grants[0].payload is not None
+    assert grants[0].payload["consent"] == stack.child.ids["school-consent"].split("/")[1]
     # and the school's REST view agrees: the log is closed to it
     school = stack.client("school")
     assert school.get(f"/Task/{after.json()['id']}").status_code == 404
