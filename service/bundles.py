@@ -153,6 +153,16 @@ def _assign_ids(repo: FhirRepository, entries: list[_Entry], conn: Connection) -
                 )
                 if entry.full_url and entry.full_url.startswith(("urn:uuid:", "urn:oid:")):
                     mapping[entry.full_url] = f"{path[0]}/{entry.assigned_id}"
+            elif entry.method == "PUT" and len(path) == 1:
+                # conditional update: find the target now, so references to it resolve
+                query = urlsplit(entry.url).query
+                if not query:
+                    raise BadRequest("A PUT entry's request.url must be Type/id or Type?criteria")
+                entry.assigned_id = repo.resolve_conditional_target(
+                    resource_type=path[0], criteria=query, resource=entry.resource, conn=conn
+                )
+                if entry.full_url and entry.full_url.startswith(("urn:uuid:", "urn:oid:")):
+                    mapping[entry.full_url] = f"{path[0]}/{entry.assigned_id}"
             elif (
                 entry.method == "PUT"
                 and len(path) == 2
@@ -265,8 +275,25 @@ def _dispatch(
         )
         return _write_entry(result)
     if entry.method == "PUT":
+        if len(path) == 1 and entry.assigned_id is not None:
+            return _write_entry(
+                repo.update(
+                    resource_type=resource_type,
+                    id=entry.assigned_id,
+                    resource=_with_id(entry.resource, entry.assigned_id),
+                    conn=conn,
+                )
+            )
+        if len(path) == 1 and conn is None:  # batch: each entry is its own transaction
+            return _write_entry(
+                repo.update_conditional(
+                    resource_type=resource_type,
+                    criteria=urlsplit(entry.url).query,
+                    resource=entry.resource,
+                )
+            )
         if len(path) != 2:
-            raise BadRequest("A PUT entry's request.url must be Type/id")
+            raise BadRequest("A PUT entry's request.url must be Type/id or Type?criteria")
         return _write_entry(
             repo.update(
                 resource_type=resource_type,

@@ -493,6 +493,44 @@ class FhirRepository:
         return StoredResource(resource_type, id, 1, last_updated, False, content)
 
     # -- update ---------------------------------------------------------------------------
+    def update_conditional(
+        self,
+        *,
+        resource_type: str,
+        criteria: str,
+        resource: Any,
+        conn: Connection | None = None,
+    ) -> WriteResult:
+        """Update the one match of the criteria, or create if none ([conditional update](https://hl7.org/fhir/R4/http.html#cond-update)).
+
+        Concurrent conditional updates with the same criteria are serialised (PostgreSQL
+        advisory lock), so two deliveries of the same vendor record never create two resources.
+        """
+        _check_type(resource_type)
+        with self._tx(conn) as c:
+            target = self.resolve_conditional_target(
+                resource_type=resource_type, criteria=criteria, resource=resource, conn=c
+            )
+            body = dict(resource) if isinstance(resource, Mapping) else resource
+            if isinstance(body, dict):
+                body["id"] = target
+            return self.update(resource_type=resource_type, id=target, resource=body, conn=c)
+
+    def resolve_conditional_target(
+        self, *, resource_type: str, criteria: str, resource: Any, conn: Connection
+    ) -> str:
+        """Return the id a conditional update writes to: the one match, or a new id."""
+        self._db.lock_key(conn, f"{resource_type}?{criteria}")
+        match = self.find_conditional(resource_type=resource_type, criteria=criteria, conn=conn)
+        body_id = resource.get("id") if isinstance(resource, Mapping) else None
+        if match is not None:
+            if body_id is not None and body_id != match.id:
+                raise BadRequest(
+                    f"The resource id '{body_id}' is not the id of the match, {match.id}"
+                )
+            return match.id
+        return body_id if isinstance(body_id, str) else str(uuid.uuid4())
+
     def update(
         self,
         *,

@@ -73,7 +73,7 @@ def build_capability_statement(*, fhir_base: str, search_params: Any) -> dict[st
             "updateCreate": resource_type in WRITABLE_TYPES,
             "conditionalCreate": resource_type in WRITABLE_TYPES,
             "conditionalRead": "not-supported",
-            "conditionalUpdate": False,
+            "conditionalUpdate": resource_type in WRITABLE_TYPES,
             "conditionalDelete": "not-supported",
             "referencePolicy": ["literal", "logical", "local"],
             "searchInclude": sorted(

@@ -317,6 +317,22 @@ def read(request: Request, resource_type: str, id: str) -> Response:
     return Response(body, headers=headers, media_type=FHIR_JSON)
 
 
+@_route("/{resource_type}", "PUT")
+async def update_conditional(request: Request, resource_type: str) -> Response:
+    """Conditional update: PUT Type?criteria updates the one match, or creates."""
+    services = services_of(request)
+    repo = repository_for(request, services)
+    _negotiate(request)
+    criteria = request.url.query
+    if not criteria:
+        raise BadRequest(f"PUT {resource_type} needs search criteria (conditional update)")
+    body = await _json_body(request)
+    result = await _in_thread(
+        repo.update_conditional, resource_type=resource_type, criteria=criteria, resource=body
+    )
+    return _write_response(request, result, services.settings.fhir_base)
+
+
 @_route("/{resource_type}/{id}", "PUT")
 async def update(request: Request, resource_type: str, id: str) -> Response:
     """Update (or create with the client's id)."""

@@ -404,3 +404,97 @@ def test_concurrent_updates_never_lose_a_version(api: httpx.Client) -> None:
     versions = [int(e["resource"]["meta"]["versionId"]) for e in history["entry"]]
     assert sorted(versions) == list(range(1, len(versions) + 1))
     assert len(versions) == 1 + statuses.count(200)
+
+
+VENDOR_SYSTEM = "https://stafett.no/fhir/sid/936451284/barnehagesystem-demo/tiltak"
+
+
+def _measure(patient_id: str, record: str, text: str) -> dict[str, object]:
+    return {
+        "resourceType": "Task",
+        "identifier": [{"system": VENDOR_SYSTEM, "value": record}],
+        "status": "in-progress",
+        "intent": "plan",
+        "for": {"reference": f"Patient/{patient_id}"},
+        "description": text,
+    }
+
+
+def test_conditional_update_creates_then_updates_the_one_match(api: httpx.Client) -> None:
+    owner = create(api, patient()).json()["id"]
+    record = f"T-{time.time_ns()}"
+    url = f"/Task?identifier={VENDOR_SYSTEM}|{record}"
+    first = api.put(url, json=_measure(owner, record, "Språkgruppe"), headers=fhir_headers())
+    assert first.status_code == 201, first.text
+    again = api.put(
+        url, json=_measure(owner, record, "Språkgruppe, 4 dager"), headers=fhir_headers()
+    )
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["meta"]["versionId"] == "2"
+    found = api.get("/Task", params={"identifier": f"{VENDOR_SYSTEM}|{record}"}).json()
+    assert found["total"] == 1
+
+
+def test_conditional_update_refuses_ambiguity_and_a_foreign_id(api: httpx.Client) -> None:
+    owner = create(api, patient()).json()["id"]
+    record = f"T-{time.time_ns()}"
+    for _ in range(2):
+        create(api, _measure(owner, record, "duplikat"))
+    url = f"/Task?identifier={VENDOR_SYSTEM}|{record}"
+    ambiguous = api.put(url, json=_measure(owner, record, "x"), headers=fhir_headers())
+    assert ambiguous.status_code == 412
+    other = f"T-{time.time_ns()}"
+    single = create(api, _measure(owner, other, "én")).json()["id"]
+    wrong = api.put(
+        f"/Task?identifier={VENDOR_SYSTEM}|{other}",
+        json={**_measure(owner, other, "x"), "id": "not-the-match"},
+        headers=fhir_headers(),
+    )
+    assert wrong.status_code == 400
+    assert single not in wrong.text or "not the id of the match" in wrong.text
+    assert (
+        api.put("/Task", json=_measure(owner, other, "x"), headers=fhir_headers()).status_code
+        == 400
+    )
+
+
+def test_conditional_update_in_a_transaction_resolves_references_to_it(
+    api: httpx.Client,
+) -> None:
+    owner = create(api, patient()).json()["id"]
+    record = f"T-{time.time_ns()}"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:6f3b0a52-0a7e-4c1e-9f3e-2b8f0f6a1c01",
+                "resource": _measure(owner, record, "Fra fagsystemet"),
+                "request": {"method": "PUT", "url": f"Task?identifier={VENDOR_SYSTEM}|{record}"},
+            },
+            {
+                "resource": {
+                    "resourceType": "Provenance",
+                    "target": [{"reference": "urn:uuid:6f3b0a52-0a7e-4c1e-9f3e-2b8f0f6a1c01"}],
+                    "recorded": "2026-11-22T10:00:00Z",
+                    "agent": [{"who": {"display": "barnehagesystem"}}],
+                },
+                "request": {"method": "POST", "url": "Provenance"},
+            },
+        ],
+    }
+    locations = []
+    for _ in range(2):  # the same message twice: one Task, unchanged the second time
+        response = api.post("", json=bundle, headers=fhir_headers())
+        assert response.status_code == 200, response.text
+        entries = response.json()["entry"]
+        task_location = entries[0]["response"]["location"]
+        provenance_id = entries[1]["response"]["location"].split("/")[1]
+        provenance = api.get(f"/Provenance/{provenance_id}").json()
+        assert provenance["target"][0]["reference"] == task_location.split("/_history")[0]
+        locations.append(task_location)
+    assert locations[0] == locations[1]
+    assert locations[0].endswith("/_history/1")
+    found = api.get("/Task", params={"identifier": f"{VENDOR_SYSTEM}|{record}"}).json()
+    assert found["total"] == 1
