@@ -29,6 +29,7 @@ def _settings() -> Settings:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from connectors.cli import add_connectors_parser
     from service.audit.cli import add_audit_parser
     from service.auth.cli import add_token_parser
     from service.bus_cli import add_bus_parsers
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     add_token_parser(sub)
     add_audit_parser(sub)
     add_bus_parsers(sub)
+    add_connectors_parser(sub)
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="migrate the database to the latest schema")
@@ -70,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_audit(args, settings)
     if args.command == "db":
         return _db(args, settings)
+    if args.command == "connectors":
+        from connectors.cli import run_connectors
+
+        return run_connectors(args, kafka_bootstrap=settings.kafka_bootstrap)
     if args.command in ("worker", "bus"):
         from service.bus_cli import run_bus, run_worker
 

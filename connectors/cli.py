@@ -1,0 +1,89 @@
+"""`stafett connectors run`: run the connectors of connectors.yaml with their admin API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_connectors_parser", "run_connectors"]
+
+
+def add_connectors_parser(sub: Any) -> None:
+    """Add the `connectors` command."""
+    parser = sub.add_parser("connectors", help="run and inspect vendor-system connectors")
+    commands = parser.add_subparsers(dest="connectors_command", required=True)
+    run = commands.add_parser("run", help="run the connectors of a connectors.yaml")
+    run.add_argument("--config", type=Path, default=Path("connectors.yaml"))
+    run.add_argument("--admin-host", default="127.0.0.1")
+    run.add_argument("--admin-port", type=int, default=8083, help="admin API port (0: off)")
+    run.add_argument(
+        "--state-dir", type=Path, default=Path(".stafett/connectors"), help="checkpoints"
+    )
+    check = commands.add_parser("check", help="validate a connectors.yaml and exit")
+    check.add_argument("--config", type=Path, default=Path("connectors.yaml"))
+
+
+def run_connectors(args: argparse.Namespace, *, kafka_bootstrap: str | None) -> int:
+    """Run (or check) the configured connectors until SIGINT/SIGTERM."""
+    from bus import open_bus  # noqa: PLC0415
+    from connectors.checkpoints import FileCheckpointStore  # noqa: PLC0415
+    from connectors.config import load_config  # noqa: PLC0415
+    from connectors.registry import factories  # noqa: PLC0415
+    from connectors.runtime import ConnectorRuntime  # noqa: PLC0415
+
+    try:
+        config = load_config(args.config)
+    except ValueError as exc:
+        print(f"stafett: error: {exc}", file=sys.stderr)
+        return 2
+    if args.connectors_command == "check":
+        print(f"{args.config}: {len(config.connectors)} connector(s) OK")
+        return 0
+    if not kafka_bootstrap:
+        print(
+            "stafett: error: connectors need STAFETT_KAFKA_BOOTSTRAP (they run in their own "
+            "process; the in-process bus cannot reach the worker)",
+            file=sys.stderr,
+        )
+        return 2
+    bus = open_bus("kafka://" + kafka_bootstrap)
+    runtime = ConnectorRuntime(
+        bus=bus,
+        connectors=config.connectors,
+        checkpoints=FileCheckpointStore(args.state_dir),
+        factories=factories(),
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    runtime.start()
+    server = None
+    if args.admin_port:
+        import uvicorn  # noqa: PLC0415
+
+        from connectors.admin import admin_app  # noqa: PLC0415
+
+        token = os.environ.get("STAFETT_CONNECTORS_ADMIN_TOKEN")
+        server = uvicorn.Server(
+            uvicorn.Config(
+                admin_app(runtime, token=token),
+                host=args.admin_host,
+                port=args.admin_port,
+                log_config=None,
+                access_log=False,
+            )
+        )
+        threading.Thread(target=server.run, daemon=True).start()
+    print(f"stafett connectors: {', '.join(runtime.names())} running", flush=True)
+    stop.wait()
+    if server is not None:
+        server.should_exit = True
+    runtime.stop()
+    bus.close()
+    print("stafett connectors: stopped", flush=True)
+    return 0
