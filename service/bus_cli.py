@@ -30,6 +30,10 @@ def add_bus_parsers(sub: Any) -> None:
         choices=_COMPONENTS,
         help="run only these components (repeat the option); default: all",
     )
+    worker.add_argument(
+        "--metrics-port", type=int, default=9464, help="Prometheus /metrics port (0: off)"
+    )
+    worker.add_argument("--metrics-host", default="0.0.0.0")  # noqa: S104 - scraped in-cluster
     bus = sub.add_parser("bus", help="operate the message bus")
     bus_sub = bus.add_subparsers(dest="bus_command", required=True)
     bus_sub.add_parser("status", help="show the outbox backlog and the bus in use")
@@ -57,6 +61,8 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     worker = Worker(settings, components=tuple(args.only or _COMPONENTS))
     worker.start()
+    if args.metrics_port:
+        worker.serve_metrics(args.metrics_host, args.metrics_port)
     where = settings.kafka_bootstrap or "the in-process bus (set STAFETT_KAFKA_BOOTSTRAP)"
     print(f"stafett worker: {', '.join(worker.components)} on {where}", flush=True)
 

@@ -36,6 +36,7 @@ from service.errors import (
 )
 from service.fhir.spec import SUPPORTED_RESOURCE_TYPES
 from service.fhir.validation import WRITABLE_TYPES, validate_resource
+from service.metrics import CONSENT_DECISIONS
 from service.outbox import Outbox, change_event
 from service.search import sql as search_sql
 from service.search.extract import CompiledParam, parse_reference
@@ -227,6 +228,9 @@ class FhirRepository:
     ) -> None:
         if not decision.audited:
             return
+        CONSENT_DECISIONS.labels(
+            "permit" if decision.permitted else "deny", decision.basis or "none"
+        ).inc()
         self._audit_records.append(
             AuditRecord(
                 request_id=self.ctx.request_id,

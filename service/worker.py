@@ -8,15 +8,31 @@ failures, so a crash or a broker or database outage loses nothing (see docs/BUS.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
 
-from bus import Bus, BusError, Consumer, EnvelopeError, Message, Record, open_bus, topics
+from bus import (
+    Bus,
+    BusError,
+    Consumer,
+    Envelope,
+    EnvelopeError,
+    Message,
+    Record,
+    open_bus,
+    topics,
+)
 from bus.memory import InMemoryBus
 from service.api.app import build_services
 from service.api.deps import Services
@@ -24,7 +40,10 @@ from service.config import Settings
 from service.delivery import ConsentRouter
 from service.errors import ServiceUnavailable
 from service.ingest import Ingestor, IngestOutcome, IngestResult
-from service.outbox import OutboxRelay
+from service.metrics import CONSUMER_LAG, WORKER_EVENTS
+from service.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
+from service.metrics import render as render_metrics
+from service.outbox import OutboxRelay, backlog
 from service.storage.migrations import upgrade_database
 
 __all__ = [
@@ -62,6 +81,9 @@ class WorkerCounters:
         with self.lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
+        for name, value in counts.items():
+            if value:
+                WORKER_EVENTS.labels(name).inc(value)
 
 
 def open_configured_bus(settings: Settings) -> Bus:
@@ -128,6 +150,7 @@ class Worker:
             config=repo, scopes=settings.ingest_scopes, fhir_base=settings.fhir_base
         )
         self._outbound_ready: set[str] = set()
+        self._metrics_server: uvicorn.Server | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -149,6 +172,8 @@ class Worker:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the loops (each finishes its batch), then close the bus and the database."""
         self._stop.set()
+        if self._metrics_server is not None:
+            self._metrics_server.should_exit = True
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -157,6 +182,30 @@ class Worker:
         if audit is not None:
             audit.close()
         self.services.database.dispose()
+
+    def serve_metrics(self, host: str, port: int) -> None:
+        """Serve Prometheus metrics (worker counters, outbox backlog, lag) on host:port."""
+        database = self.services.database
+
+        def backlog_now() -> int:
+            with database.read() as conn:
+                return backlog(conn)
+
+        app = Starlette(
+            routes=[
+                Route(
+                    "/metrics",
+                    lambda _request: Response(
+                        render_metrics(backlog_now), media_type=METRICS_CONTENT_TYPE
+                    ),
+                )
+            ]
+        )
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+        self._metrics_server = uvicorn.Server(config)
+        thread = threading.Thread(target=self._metrics_server.run, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def wait(self) -> None:
         """Block until stop() is called (the CLI calls stop from a signal handler)."""
@@ -204,6 +253,8 @@ class Worker:
             except EnvelopeError as exc:
                 poison.append(dead_letter(message, None, f"not a Stafett envelope: {exc}"))
         result = self.router.route(envelopes)
+        if envelopes:
+            CONSUMER_LAG.labels("router").set(_age(envelopes[-1]))
         self._ensure_outbound(result.records)
         self.bus.publish_many([*result.records, *poison])
         self.router.commit_states()
@@ -225,6 +276,8 @@ class Worker:
     # -- ingest -----------------------------------------------------------------------------
     def _ingest(self, messages: list[Message]) -> None:
         dead: list[Record] = []
+        with contextlib.suppress(EnvelopeError):
+            CONSUMER_LAG.labels("ingest").set(_age(messages[-1].envelope()))
         for message in messages:
             result = self._apply_until_done(message)
             if result is None:
@@ -263,3 +316,7 @@ class Worker:
             policy=self.settings.consent_policy(),
         )
         scheduler.run(self._stop, self.settings.scheduler_interval_s)
+
+
+def _age(envelope: Envelope) -> float:
+    return max(0.0, (datetime.now(UTC) - envelope.occurred_at).total_seconds())

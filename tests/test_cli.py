@@ -83,7 +83,10 @@ def test_serve_demo_answers_over_http(env: dict[str, str]) -> None:
     port = free_port()
     env = {**env, "STAFETT_BASE_URL": f"http://127.0.0.1:{port}"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--demo"],
+        [
+            sys.executable,
+            *("-m", "service.cli", "serve", "--port", str(port), "--demo", "--workers", "2"),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -111,6 +114,10 @@ def test_serve_demo_answers_over_http(env: dict[str, str]) -> None:
         )
         assert response.status_code == 200
         assert response.json()["total"] == 1
+        # two worker processes, one /metrics: the values of both are added up
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'interaction="search-type",resource_type="CarePlan",status="2xx"' in metrics
+        assert 'stafett_consent_decisions_total{basis="consent",outcome="permit"}' in metrics
     finally:
         process.terminate()
         out, err = process.communicate(timeout=20)

@@ -31,7 +31,9 @@ from service.errors import (
     NotFound,
     ServiceUnavailable,
 )
-from service.outbox import Outbox
+from service.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
+from service.metrics import render as render_metrics
+from service.outbox import Outbox, backlog
 from service.repository import RepositoryConfig
 from service.search.extract import ResourceIndexer
 from service.storage.database import Database
@@ -199,6 +201,16 @@ def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:
         return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        services: Services = request.app.state.services
+
+        def backlog_now() -> int:
+            with services.database.read() as conn:
+                return backlog(conn)
+
+        return Response(render_metrics(backlog_now), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/readyz", include_in_schema=False)
     def readyz(request: Request) -> Response:

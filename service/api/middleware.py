@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api.outcomes import FHIR_JSON, outcome_bytes
 from service.errors import Issue
 from service.logs import request_id_var
+from service.metrics import REQUEST_SECONDS, REQUESTS, interaction_of
 
 __all__ = ["RequestContextMiddleware"]
 
@@ -69,6 +70,12 @@ class RequestContextMiddleware:
                 await self._too_large(send_with_id)
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
+            path = scope.get("path", "")
+            if path == "/fhir" or path.startswith("/fhir/"):
+                interaction, resource_type = interaction_of(scope.get("method", ""), path)
+                status = status_holder["status"]
+                REQUESTS.labels(interaction, resource_type, f"{status // 100}xx").inc()
+                REQUEST_SECONDS.labels(interaction).observe(elapsed_ms / 1000)
             _log.info(
                 "request",
                 extra={

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bus import Bus, BusError, Record
 from service.errors import ServiceUnavailable
+from service.metrics import WORKER_EVENTS
 from service.search.values import now_micros
 from service.storage.database import Database
 from service.storage.schema import outbox
@@ -91,6 +92,7 @@ class OutboxRelay:
         with self._lock:
             self._published += len(rows)
             self._batches += 1
+        WORKER_EVENTS.labels("published").inc(len(rows))
         return len(rows)
 
     def purge(self) -> int:

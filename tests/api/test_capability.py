@@ -9,7 +9,7 @@ import pytest
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
 from service.fhir.bindings import check_required_bindings
-from tests.support import LiveServer, synthetic_orgnr
+from tests.support import LiveServer, fhir_headers, synthetic_orgnr
 
 pytestmark = pytest.mark.e2e
 
@@ -103,3 +103,30 @@ def test_required_parameters_are_listed(statement: dict[str, Any]) -> None:
     assert {"participant", "patient"} <= by_type["CareTeam"]
     assert {"patient", "status", "period", "actor", "category"} <= by_type["Consent"]
     assert {"based-on", "category", "sent", "part-of"} <= by_type["Communication"]
+
+
+def test_metrics_count_requests_by_interaction_and_show_the_outbox(server: LiveServer) -> None:
+    client = server.client(server.practitioner_token(org="912837467"))
+    created = client.post(
+        "/Patient", json={"resourceType": "Patient", "gender": "female"}, headers=fhir_headers()
+    )
+    assert created.status_code == 201
+    client.get(f"/Patient/{created.json()['id']}")
+    client.get("/Patient/does-not-exist")
+    text = httpx.get(server.base_url + "/metrics").text
+    assert (
+        'stafett_http_requests_total{interaction="read",resource_type="Patient",status="2xx"}'
+        in text
+    )
+    assert (
+        'stafett_http_requests_total{interaction="read",resource_type="Patient",status="4xx"}'
+        in text
+    )
+    assert (
+        'stafett_http_requests_total{interaction="create",resource_type="Patient",status="2xx"}'
+        in text
+    )
+    assert "stafett_http_request_duration_seconds_bucket" in text
+    backlog = [line for line in text.splitlines() if line.startswith("stafett_outbox_backlog ")]
+    assert backlog
+    assert float(backlog[0].split()[1]) >= 1  # the Patient's change event waits for a worker

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -27,7 +28,14 @@ from tests.consent_api.world import (
     open_log,
     permit,
 )
-from tests.support import ORGNR_SYSTEM, LiveServer, fhir_headers, live_server, synthetic_fnr
+from tests.support import (
+    ORGNR_SYSTEM,
+    LiveServer,
+    fhir_headers,
+    free_port,
+    live_server,
+    synthetic_fnr,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -72,7 +80,7 @@ class Inbox:
                 unique.append(envelope)
         return unique
 
-    def wait_for(self, check: Callable[[], bool], timeout: float = 30.0) -> None:
+    def wait_for(self, check: Callable[[], bool], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if check():
@@ -412,3 +420,20 @@ def test_a_refused_message_is_replayed_from_the_dead_letter_topic_after_a_fix(
         assert f"replay {refused.event_id} -> {topics.INBOUND}" in out
         assert "replayed 1 message(s)" in out
     stack.inbox.wait_for(lambda: _count_tasks(stack, text) == 1)
+
+
+def test_the_worker_exposes_its_metrics(stack: Stack) -> None:
+    port = free_port()
+    stack.worker.serve_metrics("127.0.0.1", port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert 'stafett_worker_events_total{event="delivered"}' in text
+    assert 'stafett_worker_events_total{event="published"}' in text
+    assert "stafett_outbox_backlog " in text
+    assert 'stafett_consumer_lag_seconds{loop="router"}' in text
