@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 TSTAMP := $(VENV)/.test-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint check-python install bench clean
+.PHONY: run test lint check-python install bench bench-bus clean
 
 check-python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Stafett needs Python 3.11 or newer, found " + sys.version.split()[0]' \
@@ -29,18 +29,22 @@ run: $(STAMP)
 
 ## make test: lint, type-check and run the whole suite against real PostgreSQL and SQLite
 test: $(TSTAMP)
-	$(BIN)/ruff check service bus tests bench scripts
-	$(BIN)/ruff format --check service bus tests bench scripts
+	$(BIN)/ruff check service bus simulators mapping tests bench scripts
+	$(BIN)/ruff format --check service bus simulators mapping tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(TSTAMP)
-	$(BIN)/ruff check service bus tests bench scripts
+	$(BIN)/ruff check service bus simulators mapping tests bench scripts
 	$(BIN)/mypy
 
 ## make bench: the API benchmark against PostgreSQL (several minutes; writes docs/PERFORMANCE.md)
 bench: $(TSTAMP)
 	$(BIN)/python bench/bench_api.py
+
+## make bench-bus: the message-bus benchmark, relay and write-to-delivery (about 4 minutes; writes docs/PERFORMANCE.md)
+bench-bus: $(TSTAMP)
+	$(BIN)/python bench/bench_bus.py
 
 clean:
 	rm -rf $(VENV) .stafett .pytest_cache .mypy_cache .ruff_cache

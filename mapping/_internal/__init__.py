@@ -1,0 +1,1 @@
+"""Private helpers of the mapping package; import from `mapping` instead."""
