@@ -29,13 +29,13 @@ run: $(STAMP)
 
 ## make test: lint, type-check and run the whole suite against real PostgreSQL and SQLite
 test: $(TSTAMP)
-	$(BIN)/ruff check service bus simulators mapping tests bench scripts
-	$(BIN)/ruff format --check service bus simulators mapping tests bench scripts
+	$(BIN)/ruff check service bus simulators mapping connectors tests bench scripts
+	$(BIN)/ruff format --check service bus simulators mapping connectors tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(TSTAMP)
-	$(BIN)/ruff check service bus simulators mapping tests bench scripts
+	$(BIN)/ruff check service bus simulators mapping connectors tests bench scripts
 	$(BIN)/mypy
 
 ## make bench: the API benchmark against PostgreSQL (several minutes; writes docs/PERFORMANCE.md)

@@ -8,7 +8,14 @@ from typing import Any, Protocol
 
 from bus import Envelope
 
-__all__ = ["PermanentError", "SinkTask", "SourceBatch", "SourceRecord", "SourceTask"]
+__all__ = [
+    "DeadRecord",
+    "PermanentError",
+    "SinkTask",
+    "SourceBatch",
+    "SourceRecord",
+    "SourceTask",
+]
 
 
 class PermanentError(Exception):
@@ -31,10 +38,21 @@ class SourceRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadRecord:
+    """A vendor record that cannot be mapped: it goes to the dead-letter topic with the reason."""
+
+    record_id: str
+    reason: str
+    raw: Mapping[str, Any]
+    subject: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SourceBatch:
     """Records read by one poll, and the checkpoint to store once they are published."""
 
     records: list[SourceRecord] = field(default_factory=list)
+    dead: list[DeadRecord] = field(default_factory=list)
     checkpoint: Mapping[str, Any] | None = None
     more: bool = False  # another batch is waiting: poll again without sleeping
 

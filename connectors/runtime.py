@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, cast
 
+import orjson
+
 from bus import Bus, BusError, Envelope, EnvelopeError, Message, Record, topics
 from connectors.base import PermanentError, SinkTask, SourceTask
 from connectors.checkpoints import CheckpointStore
@@ -252,7 +254,27 @@ class ConnectorRuntime:
     def _source_once(self, worker: _Worker, task: SourceTask) -> bool:
         config = worker.config
         batch = task.poll(self._checkpoints.load(config.name))
-        worker.count(records_in=len(batch.records))
+        worker.count(records_in=len(batch.records) + len(batch.dead))
+        if batch.dead:
+            # unmappable vendor records: dead-lettered with the reason, then passed over
+            self._bus.publish_many(
+                [
+                    Record(
+                        topics.DEAD_LETTER,
+                        dead.subject,
+                        orjson.dumps({"record_id": dead.record_id, "record": dict(dead.raw)}),
+                        (
+                            (DLQ_REASON, dead.reason.encode()),
+                            (DLQ_SOURCE, f"{config.name}/{dead.record_id}".encode()),
+                        ),
+                    )
+                    for dead in batch.dead
+                ]
+            )
+            worker.count(dead_lettered=len(batch.dead))
+            worker.failed(
+                f"{len(batch.dead)} record(s) could not be mapped: {batch.dead[0].reason}"
+            )
         if batch.records:
             records = [
                 Record.of(

@@ -125,7 +125,7 @@ class Settings(BaseSettings):
         "CareTeam members and Task owners of each log.",
     )
     ingest_scopes: str = Field(
-        default="system/*.cru",
+        default="system/*.crus",
         description="SMART scopes granted to a message from stafett.inbound (the sending "
         "organisation's Kafka ACL is its authentication); consent still decides.",
     )
