@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bus import Bus
 
 __all__ = ["add_connectors_parser", "run_connectors"]
 
@@ -28,9 +31,17 @@ def add_connectors_parser(sub: Any) -> None:
     check.add_argument("--config", type=Path, default=Path("connectors.yaml"))
 
 
-def run_connectors(args: argparse.Namespace, *, kafka_bootstrap: str | None) -> int:
-    """Run (or check) the configured connectors until SIGINT/SIGTERM."""
-    from bus import open_bus  # noqa: PLC0415
+def run_connectors(
+    args: argparse.Namespace,
+    *,
+    open_bus: Callable[[], Bus] | None,
+    admin_token: str | None = None,
+) -> int:
+    """Run (or check) the configured connectors until SIGINT/SIGTERM.
+
+    `open_bus` gives the configured Kafka bus (with TLS/SASL client settings), or None when
+    no broker is configured.
+    """
     from connectors.checkpoints import FileCheckpointStore  # noqa: PLC0415
     from connectors.config import load_config  # noqa: PLC0415
     from connectors.registry import factories  # noqa: PLC0415
@@ -44,14 +55,14 @@ def run_connectors(args: argparse.Namespace, *, kafka_bootstrap: str | None) -> 
     if args.connectors_command == "check":
         print(f"{args.config}: {len(config.connectors)} connector(s) OK")
         return 0
-    if not kafka_bootstrap:
+    if open_bus is None:
         print(
             "stafett: error: connectors need STAFETT_KAFKA_BOOTSTRAP (they run in their own "
             "process; the in-process bus cannot reach the worker)",
             file=sys.stderr,
         )
         return 2
-    bus = open_bus("kafka://" + kafka_bootstrap)
+    bus = open_bus()
     runtime = ConnectorRuntime(
         bus=bus,
         connectors=config.connectors,
@@ -68,10 +79,9 @@ def run_connectors(args: argparse.Namespace, *, kafka_bootstrap: str | None) -> 
 
         from connectors.admin import admin_app  # noqa: PLC0415
 
-        token = os.environ.get("STAFETT_CONNECTORS_ADMIN_TOKEN")
         server = uvicorn.Server(
             uvicorn.Config(
-                admin_app(runtime, token=token),
+                admin_app(runtime, token=admin_token),
                 host=args.admin_host,
                 port=args.admin_port,
                 log_config=None,

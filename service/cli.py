@@ -76,15 +76,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _db(args, settings)
     if args.command == "connectors":
         from connectors.cli import run_connectors
+        from service.worker import open_configured_bus
 
-        return run_connectors(args, kafka_bootstrap=settings.kafka_bootstrap)
+        _configure_logs(settings)
+        token = settings.connectors_admin_token
+        return run_connectors(
+            args,
+            open_bus=(lambda: open_configured_bus(settings)) if settings.kafka_bootstrap else None,
+            admin_token=token.get_secret_value() if token is not None else None,
+        )
     if args.command in ("worker", "bus"):
         from service.bus_cli import run_bus, run_worker
+
+        _configure_logs(settings)
 
         return run_worker(args, settings) if args.command == "worker" else run_bus(args, settings)
     if args.command == "seed":
         return _seed(args.file, settings)
     return _serve(args, settings)
+
+
+def _configure_logs(settings: Settings) -> None:
+    from service.logs import configure_logging
+
+    configure_logging(level=settings.log_level, json_lines=settings.log_json)
 
 
 def _db(args: argparse.Namespace, settings: Settings) -> int:

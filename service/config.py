@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consent import ConsentPolicy
@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     )
     consumer_max_poll_interval_ms: int = Field(
         default=300_000, ge=1000, description="Kafka consumer max.poll.interval.ms."
+    )
+    connectors_admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the connectors' admin API (`stafett connectors run`) "
+        "requires; unset: no token (bind the admin port to a private network).",
     )
     scheduler_interval_s: float = Field(
         default=60, gt=0, description="How often the worker looks for time-based events."
