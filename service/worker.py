@@ -130,6 +130,7 @@ class Worker:
         self.components = tuple(components)
         self.counters = WorkerCounters()
         self._poll_s = poll_timeout_s
+        self._batch = 100
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         repo = self.services.repository
@@ -221,7 +222,8 @@ class Worker:
             try:
                 with self.bus.consumer(subscribe, group) as consumer:
                     while not self._stop.is_set():
-                        messages = consumer.poll(self._poll_s)
+                        # small batches: a batch's deliveries are published when it is done
+                        messages = consumer.poll(self._poll_s, max_records=self._batch)
                         if not messages:
                             continue
                         handle(messages)

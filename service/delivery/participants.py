@@ -16,7 +16,7 @@ from sqlalchemy import Connection, select
 
 from consent.constants import ENH
 from service.search.extract import parse_reference
-from service.storage.schema import resources, search_reference
+from service.storage.schema import resources, search_reference, search_token
 
 __all__ = ["log_organisations", "stafettholder_organisation"]
 
@@ -90,14 +90,81 @@ def _content(conn: Connection, resource_type: str, id: str) -> dict[str, Any] | 
 
 
 def log_organisations(conn: Connection, patient_id: str, base_url: str, *, today: date) -> set[str]:
-    """Return the org numbers of the current CareTeam members and Task owners of a log."""
+    """Return the org numbers of the current CareTeam members and Task owners of a log.
+
+    Task owners come from the search index in two queries however many Tasks the log has;
+    CareTeams (one or two per log) are read, since a service that left has a `period.end`.
+    """
+    references: set[tuple[str, str]] = set()
     found: set[str] = set()
-    for data in _log_members(conn, patient_id, ("CareTeam", "Task")):
+    owners = conn.execute(
+        select(search_reference.c.target_type, search_reference.c.target_id).where(
+            search_reference.c.resource_type == "Task",
+            search_reference.c.param == "owner",
+            search_reference.c.resource_id.in_(_in_log("Task", patient_id)),
+        )
+    )
+    for target_type, target_id in owners:
+        if target_type in ("Organization", "PractitionerRole") and target_id:
+            references.add((target_type, target_id))
+    # owners named by org.nr only (logical references) are in the token index
+    found |= {
+        row[0]
+        for row in conn.execute(
+            select(search_token.c.code).where(
+                search_token.c.resource_type == "Task",
+                search_token.c.param == "owner:identifier",
+                search_token.c.system == ENH,
+                search_token.c.resource_id.in_(_in_log("Task", patient_id)),
+            )
+        )
+        if row[0]
+    }
+    for data in _log_members(conn, patient_id, ("CareTeam",)):
         for reference in _references(data, today.isoformat()):
             orgnr = _orgnr_of(conn, reference, base_url)
             if orgnr is not None:
                 found.add(orgnr)
+    found |= _orgnrs(conn, references)
     return found
+
+
+def _in_log(resource_type: str, patient_id: str) -> Any:
+    return select(search_reference.c.resource_id).where(
+        search_reference.c.resource_type == resource_type,
+        search_reference.c.param == "patient",
+        search_reference.c.target_type == "Patient",
+        search_reference.c.target_id == patient_id,
+    )
+
+
+def _orgnrs(conn: Connection, references: set[tuple[str, str]]) -> set[str]:
+    """Return the org numbers of Organizations and of PractitionerRoles' organisations."""
+    organizations = {i for t, i in references if t == "Organization"}
+    roles = sorted(i for t, i in references if t == "PractitionerRole")
+    if roles:
+        organizations |= {
+            row[0]
+            for row in conn.execute(
+                select(search_reference.c.target_id).where(
+                    search_reference.c.resource_type == "PractitionerRole",
+                    search_reference.c.resource_id.in_(roles),
+                    search_reference.c.param == "organization",
+                    search_reference.c.target_type == "Organization",
+                )
+            )
+        }
+    if not organizations:
+        return set()
+    rows = conn.execute(
+        select(search_token.c.code).where(
+            search_token.c.resource_type == "Organization",
+            search_token.c.resource_id.in_(sorted(organizations)),
+            search_token.c.param == "identifier",
+            search_token.c.system == ENH,
+        )
+    )
+    return {row[0] for row in rows if row[0]}
 
 
 def stafettholder_organisation(conn: Connection, patient_id: str, base_url: str) -> str | None:

@@ -103,6 +103,9 @@ class ConsentRouter:
         self._pending_audit: list[AuditRecord] = []
         # states decided earlier in the same batch, not yet stored
         self._overlay: dict[tuple[str, str], bool] = {}
+        self._participants: dict[str, set[str]] = {}
+        self._stored_states: dict[str, dict[str, bool]] = {}
+        self._org_ids: dict[str, frozenset[str]] = {}
 
     def route(self, events: Sequence[Envelope]) -> RouteResult:
         """Decide the deliveries of these events; record the decisions and the new states.
@@ -114,6 +117,11 @@ class ConsentRouter:
         self._pending_states = []
         self._pending_audit = []
         self._overlay = {}
+        # per batch: each child's participants and states, each organisation's ids are read
+        # once however many of the child's events the batch holds
+        self._participants = {}
+        self._stored_states = {}
+        self._org_ids = {}
         now = self._clock()
         with self._database.read() as conn:
             logs = load_logs(conn, {e.subject_key for e in events})
@@ -150,18 +158,27 @@ class ConsentRouter:
         result: RouteResult,
     ) -> None:
         child = event.subject_key
-        previous = _states(conn, child)
+        if child not in self._stored_states:
+            self._stored_states[child] = _states(conn, child)
+        previous = dict(self._stored_states[child])
         previous.update({org: v for (c, org), v in self._overlay.items() if c == child})
+        if child not in self._participants or event.resource_type in ("Task", "CareTeam"):
+            # a changed Task or CareTeam may bring a new participant: read them again
+            self._participants[child] = log_organisations(
+                conn, child, self._base_url, today=now.date()
+            )
         candidates = (
-            log_organisations(conn, child, self._base_url, today=now.date())
+            self._participants[child]
             | self._subscribers
             | {org for org, permitted in previous.items() if permitted}
         )
         for orgnr in sorted(candidates):
+            if orgnr not in self._org_ids:
+                self._org_ids[orgnr] = organization_ids(conn, orgnr)
             actor = Actor(
                 kind=ActorKind.SYSTEM,
                 organization_number=orgnr,
-                organization_ids=organization_ids(conn, orgnr),
+                organization_ids=self._org_ids[orgnr],
             )
             sees_log = consent_status(
                 actor=actor, log=log, policy=self._policy, now=now, decision_id=uuid.uuid4().hex
