@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 TSTAMP := $(VENV)/.test-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint check-python install bench bench-bus clean
+.PHONY: run test browser lint check-python install bench bench-bus clean
 
 check-python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Stafett needs Python 3.11 or newer, found " + sys.version.split()[0]' \
@@ -27,8 +27,19 @@ install: $(STAMP)
 run: $(STAMP)
 	STAFETT_DEV_AUTH=1 STAFETT_DATA_DIR=.stafett $(BIN)/stafett serve --host 127.0.0.1 --port 8080 --demo
 
+## make browser: Debian's chromium for the browser tests (tests/web); installed once when root with apt-get
+browser:
+	@if [ -n "$$STAFETT_CHROMIUM" ] || [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing Debian's chromium for the browser tests (tests/web), once"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+			|| echo "make: could not install chromium with apt-get: the browser tests (tests/web) will be skipped"; \
+	else \
+		echo "make: no /usr/bin/chromium, and installing it needs root and apt-get: the browser tests (tests/web) will be skipped"; \
+	fi
+
 ## make test: lint, type-check and run the whole suite against real PostgreSQL and SQLite
-test: $(TSTAMP)
+test: $(TSTAMP) browser
 	$(BIN)/ruff check service bus simulators mapping connectors tests bench scripts
 	$(BIN)/ruff format --check service bus simulators mapping connectors tests bench scripts
 	$(BIN)/mypy

@@ -39,6 +39,7 @@ from service.search.extract import ResourceIndexer
 from service.storage.database import Database
 from service.storage.migrations import upgrade_database
 from service.storage.store import SqlStore
+from service.web import install as install_web_pages
 
 __all__ = ["create_app"]
 
@@ -220,6 +221,8 @@ def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None 
         except ServiceUnavailable as exc:
             return JSONResponse({"status": "unavailable", "reason": exc.diagnostics}, 503)
         return JSONResponse({"status": "ready"})
+
+    install_web_pages(app)  # /dpo/ and /familie/ pages (service/web)
 
     # the base URL takes batch/transaction Bundles with or without the trailing slash
     bundle_route = next(route for route in fhir_routes if route.name == "bundle")
