@@ -12,6 +12,7 @@ an unreachable broker raises `BrokerUnavailable` after `connect_timeout_s`.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
@@ -26,6 +27,8 @@ from bus.errors import BrokerUnavailable, BusError, PublishError
 from bus.transport import DEFAULT_PARTITIONS, Message, Record
 
 __all__ = ["KafkaBus", "KafkaConsumerAdapter"]
+
+_log = logging.getLogger("stafett.bus")
 
 _T = TypeVar("_T")
 
@@ -124,6 +127,10 @@ class KafkaBus:
             except kafka_errors.KafkaError as exc:
                 failures[index] = f"{type(exc).__name__}: {exc}"
         if failures:
+            # An idempotent producer can stay in a fatal state after a broker restart (its
+            # producer id forgotten): every later send then fails at once. Start afresh; the
+            # caller resends the whole batch anyway.
+            self._discard_producer(producer)
             first = min(failures)
             raise PublishError(
                 f"{len(failures)} of {len(records)} records not acknowledged by the Kafka "
@@ -226,6 +233,15 @@ class KafkaBus:
                     config["max_in_flight_requests_per_connection"] = 1
                 self._producer = self._connect("producer", lambda: KafkaProducer(**config))
             return self._producer
+
+    def _discard_producer(self, producer: Any) -> None:
+        with self._lock:
+            if self._producer is producer:
+                self._producer = None
+        try:
+            producer.close(timeout=0)
+        except Exception:
+            _log.debug("closing a failed producer raised", exc_info=True)
 
     def _get_admin(self) -> Any:
         if self._closed:
