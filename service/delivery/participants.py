@@ -18,9 +18,14 @@ from consent.constants import ENH
 from service.search.extract import parse_reference
 from service.storage.schema import resources, search_reference, search_token
 
-__all__ = ["log_organisations", "stafettholder_organisation"]
+__all__ = ["log_organisations", "owner_orgnr", "stafettholder_organisation"]
 
 _STAFETTHOLDER = ("https://stafett.no/fhir/CodeSystem/careteam-role", "stafettholder")
+
+
+def owner_orgnr(conn: Connection, reference: Any, base_url: str) -> str | None:
+    """Return the org number a Task's `owner` reference names (Organization or role)."""
+    return _orgnr_of(conn, reference, base_url)
 
 
 def _log_members(conn: Connection, patient_id: str, types: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ from consent import (
 from service.audit import AuditRecord, AuditTrail
 from service.auth import Principal, PrincipalKind
 from service.auth.scopes import ScopeSet
-from service.delivery.participants import log_organisations
+from service.delivery.participants import log_organisations, owner_orgnr
 from service.enforcement.loading import load_logs, organization_ids
 from service.search.values import now_micros
 from service.storage.database import Database
@@ -162,11 +162,15 @@ class ConsentRouter:
             self._stored_states[child] = _states(conn, child)
         previous = dict(self._stored_states[child])
         previous.update({org: v for (c, org), v in self._overlay.items() if c == child})
-        if child not in self._participants or event.resource_type in ("Task", "CareTeam"):
-            # a changed Task or CareTeam may bring a new participant: read them again
+        if child not in self._participants or event.resource_type == "CareTeam":
             self._participants[child] = log_organisations(
                 conn, child, self._base_url, today=now.date()
             )
+        elif event.resource_type == "Task" and event.payload:
+            # a Task changed later in the batch may name a new owner: add it from the event
+            owner = owner_orgnr(conn, event.payload.get("owner"), self._base_url)
+            if owner is not None:
+                self._participants[child].add(owner)
         candidates = (
             self._participants[child]
             | self._subscribers
