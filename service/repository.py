@@ -153,6 +153,10 @@ class FhirRepository:
         self._policy = config.policy
         self._audit_records: list[AuditRecord] = []
         self._pending: list[_PendingWrite] = []
+        # conditional matches (references, If-None-Exist, conditional update) found inside a
+        # transaction; their visibility is decided on the state the transaction leaves
+        self._deferred_matches: list[tuple[str, StoredResource]] = []
+        self._transaction_conn: Connection | None = None
         # run inside every write transaction of this repository, just before it commits (the
         # ingest worker records the message it applies, so that it is applied once)
         self.before_commit: list[Callable[[Connection], None]] = []
@@ -177,16 +181,39 @@ class FhirRepository:
         """
         try:
             with self._db.write() as conn:
-                yield conn
+                self._transaction_conn = conn
+                try:
+                    yield conn
+                finally:
+                    self._transaction_conn = None
                 writes = self._verify_writes(conn)
+                self._verify_matches(conn)
                 self._publish_changes(conn, writes)
                 for hook in self.before_commit:
                     hook(conn)
                 self._flush_audit(conn)
         except BaseException:
             self._pending.clear()
+            self._deferred_matches.clear()
             self._flush_audit(None, failing=True)
             raise
+
+    def _verify_matches(self, conn: Connection) -> None:
+        """Check, on the state the transaction leaves, that every conditional match is visible.
+
+        A service joining a child's log names itself in a Consent in the same transaction that
+        refers to the child by identifier; that Consent must count, so the check waits until
+        the transaction's writes are in place (and decided).
+        """
+        deferred, self._deferred_matches = self._deferred_matches, []
+        for criteria, match in deferred:
+            fresh = self._store.read(conn, resource_type=match.resource_type, id=match.id)
+            if fresh is None or not self._decide_read(
+                conn, fresh, interaction="search-type"
+            ).permitted:
+                raise PreconditionFailed(
+                    f"'{criteria}' matches a {match.resource_type} you may not see"
+                )
 
     @contextlib.contextmanager
     def _ro(self, conn: Connection | None) -> Iterator[Connection]:
@@ -462,14 +489,16 @@ class FhirRepository:
             matches, _ = self._search_rows(c, query, None)
             if len(matches) > 1:
                 raise PreconditionFailed(
-                    f"If-None-Exist '{criteria}' matches more than one {resource_type}"
+                    f"'{resource_type}?{criteria}' matches more than one {resource_type}"
                 )
-            if (
+            if matches and conn is not None and conn is self._transaction_conn:
+                self._deferred_matches.append((f"{resource_type}?{criteria}", matches[0]))
+            elif (
                 matches
                 and not self._decide_read(c, matches[0], interaction="search-type").permitted
             ):
                 raise PreconditionFailed(
-                    f"If-None-Exist '{criteria}' matches a {resource_type} you may not see"
+                    f"'{resource_type}?{criteria}' matches a {resource_type} you may not see"
                 )
         return matches[0] if matches else None
 

@@ -706,3 +706,48 @@ def test_dpo_cli_answers_who_saw_and_exports_the_family_report(
     bad = _cli(database_url, world, "who-saw", "--patient", "12345678901")
     assert bad.returncode == 2
     assert "fødselsnummer" in bad.stderr
+
+
+def test_a_service_joins_an_existing_log_with_its_own_signed_consent(world: World) -> None:
+    """A service not yet named refers to the child and guardian by identifier, and the Consent
+    naming it in the same transaction counts (its connector knows no Stafett ids)."""
+    ada = world.children["ada"]
+    nav = world.client("system:nav")
+    patient_ref = f"Patient?identifier={FNR_SYSTEM}|{ada.fnr}"
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "plan",
+        "for": {"reference": patient_ref},
+        "description": "Oppfølging fra NAV",
+    }
+    alone = nav.post(
+        "",
+        json={
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": task, "request": {"method": "POST", "url": "Task"}}],
+        },
+        headers=fhir_headers(),
+    )
+    assert alone.status_code == 403, alone.text  # without a consent: no writing in the log
+    consent = consent_resource(
+        patient=patient_ref,
+        performer=f"RelatedPerson?identifier={FNR_SYSTEM}|{ada.guardians['mother']}",
+        provision=permit(world.org_ids, "nav"),
+    )
+    joined = nav.post(
+        "",
+        json={
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"resource": consent, "request": {"method": "POST", "url": "Consent"}},
+                {"resource": task, "request": {"method": "POST", "url": "Task"}},
+            ],
+        },
+        headers=fhir_headers(),
+    )
+    assert joined.status_code == 200, joined.text
+    created = joined.json()["entry"][1]["response"]["location"].split("/_history")[0]
+    assert nav.get(f"/{created}").json()["for"]["reference"] == f"Patient/{ada.patient}"
