@@ -14,8 +14,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from simulators.child_welfare import cases, crypto
-from simulators.child_welfare.envelope import (
+from connectors.fiks import crypto
+from connectors.fiks.envelope import (
     FEILET,
     MOTTATT,
     RECEIPT_TYPES,
@@ -23,6 +23,7 @@ from simulators.child_welfare.envelope import (
     open_envelope,
     seal,
 )
+from simulators.child_welfare import cases
 from simulators.child_welfare.errors import FiksError, NotLeased
 from simulators.child_welfare.mailbox import MessageService
 from simulators.child_welfare.payloads import KINDS, kind_of, parse_payload

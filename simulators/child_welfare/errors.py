@@ -1,6 +1,18 @@
-"""The exceptions of the child-welfare messaging simulator and its client."""
+"""Exceptions of the child-welfare simulator (the client's own: `connectors.fiks.errors`)."""
 
 from __future__ import annotations
+
+from connectors.fiks.errors import (
+    CryptoError,
+    DecryptionFailed,
+    EnvelopeInvalid,
+    FiksError,
+    FiksRequestFailed,
+    KeyInvalid,
+    RequestInvalid,
+    SignatureInvalid,
+    WrongRecipient,
+)
 
 __all__ = [
     "AccountConflict",
@@ -21,38 +33,6 @@ __all__ = [
     "UnknownMessageType",
     "WrongRecipient",
 ]
-
-
-class FiksError(Exception):
-    """Base of every error raised by `simulators.child_welfare`."""
-
-
-class CryptoError(FiksError):
-    """A message cannot be trusted or read."""
-
-
-class SignatureInvalid(CryptoError):
-    """The signature does not match the sender's key or the signed fields were changed."""
-
-
-class DecryptionFailed(CryptoError):
-    """The content key cannot be unwrapped or the ciphertext fails its GCM tag check."""
-
-
-class WrongRecipient(CryptoError):
-    """The envelope is addressed to another account."""
-
-
-class RequestInvalid(FiksError):
-    """A request to the message service has a field of the wrong shape."""
-
-
-class KeyInvalid(RequestInvalid):
-    """A PEM text is not an RSA key of the required size."""
-
-
-class EnvelopeInvalid(RequestInvalid):
-    """A message envelope lacks fields or has fields of the wrong shape."""
 
 
 class PayloadInvalid(FiksError):
@@ -85,12 +65,3 @@ class NotLeased(FiksError):
 
 class RecordNotFound(FiksError):
     """The case system has no record with this id."""
-
-
-class FiksRequestFailed(FiksError):
-    """The message service answered a client request with an error status."""
-
-    def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(f"message service answered {status_code}: {detail}")
-        self.status_code = status_code
-        self.detail = detail

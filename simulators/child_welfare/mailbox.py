@@ -18,8 +18,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from simulators.child_welfare import crypto
-from simulators.child_welfare.envelope import Envelope, valid_account_id, verify_envelope
+from connectors.fiks import crypto
+from connectors.fiks.envelope import Envelope, valid_account_id, verify_envelope
 from simulators.child_welfare.errors import (
     AccountConflict,
     EnvelopeInvalid,

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from simulators.child_welfare.envelope import LOGG, SAMTYKKE, TILTAK
+from connectors.fiks.envelope import LOGG, SAMTYKKE, TILTAK
 from simulators.child_welfare.errors import PayloadInvalid, UnknownMessageType
 from simulators.common.ids import is_valid_fnr, is_valid_orgnr
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.fiks.envelope import Envelope
 from simulators.child_welfare.deps import CallerDep, MailboxDep
-from simulators.child_welfare.envelope import Envelope
 from simulators.child_welfare.errors import Forbidden
 
 __all__ = ["router"]

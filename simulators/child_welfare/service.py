@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from simulators.child_welfare import crypto
+from connectors.fiks import crypto
 from simulators.child_welfare.agency import Agency, AgencyLoop
 from simulators.child_welfare.cases import initial_data
 from simulators.child_welfare.errors import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulators.child_welfare.envelope import valid_account_id
+from connectors.fiks.envelope import valid_account_id
 
 __all__ = ["Settings"]
 

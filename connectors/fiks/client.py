@@ -1,4 +1,4 @@
-"""A client of the message service for other parties (Stafett's child-welfare connector).
+"""A client of the Fiks IO-style message service (the child-welfare connector, simulator tests).
 
 `send` encrypts for the recipient's public key (fetched from the service) and signs with the
 account's private key; `receive` leases messages, verifies each signature against the
@@ -18,8 +18,8 @@ from urllib.parse import quote
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from simulators.child_welfare import crypto
-from simulators.child_welfare.envelope import (
+from connectors.fiks import crypto
+from connectors.fiks.envelope import (
     FEILET,
     MOTTATT,
     RECEIPT_TYPES,
@@ -27,7 +27,7 @@ from simulators.child_welfare.envelope import (
     open_envelope,
     seal,
 )
-from simulators.child_welfare.errors import (
+from connectors.fiks.errors import (
     EnvelopeInvalid,
     FiksError,
     FiksRequestFailed,
@@ -150,8 +150,9 @@ class FiksClient:
         *,
         message_id: str | None = None,
         ttl_s: int | None = None,
+        sent: datetime | None = None,
     ) -> str:
-        """Encrypt, sign and send a message; return its id (pass it again to resend)."""
+        """Encrypt, sign and send a message; return its id (pass it and `sent` to resend)."""
         envelope = seal(
             melding_type=message_type,
             avsender=self.account,
@@ -162,6 +163,7 @@ class FiksClient:
             ttl=ttl_s or self._ttl_s,
             svar_pa_melding=reply_to,
             melding_id=message_id,
+            sendt=sent,
         )
         return self.send_envelope(envelope)
 
