@@ -24,6 +24,7 @@ from connectors.base import DeadRecord, PermanentError, SourceBatch, SourceRecor
 from connectors.config import ConnectorConfig
 from connectors.provenance import with_provenance
 from connectors.stafett import StafettClient, references_in
+from connectors.state import LinkState, link_state
 from mapping import MappingEngine, MappingError, transaction_bundle
 
 __all__ = ["KindergartenSink", "KindergartenSource", "sink", "source"]
@@ -113,9 +114,12 @@ def _record_system(config: ConnectorConfig, kind: str) -> str:
 class KindergartenSource:
     """Reads the change feed and maps each change to a transaction Bundle."""
 
-    def __init__(self, config: ConnectorConfig, client: KindergartenClient) -> None:
+    def __init__(
+        self, config: ConnectorConfig, client: KindergartenClient, links: LinkState
+    ) -> None:
         self._config = config
         self._client = client
+        self._links = links
         self._page = int(config.settings.get("page_size", 100))
 
     def poll(self, checkpoint: Mapping[str, Any] | None) -> SourceBatch:
@@ -169,8 +173,13 @@ class KindergartenSource:
         # A child's log and the family's consents travel together: a log can only be opened
         # in Stafett by a transaction that carries the consent naming the kindergarten, and
         # a consent needs the child and the guardians who signed it.
-        context = _context(self._config)
+        context: dict[str, Any] = _context(self._config)
         if kind == "tiltak":
+            # a measure the sink created from a Stafett Task updates that Task (and gives it
+            # the kindergarten's identifier) instead of becoming a second one
+            known = self._links.key_of("tiltak", str(raw.get("id")))
+            if known is not None:
+                context["ids"] = {"Task": known}
             return [_mappings().map(SYSTEM, "inbound", "tiltak", raw, context)]
         children = [raw] if kind == "barn" else self._client.find("barn", fnr)
         consents = self._client.find("samtykke", fnr)
@@ -188,11 +197,16 @@ class KindergartenSink:
     """Writes Stafett's deliveries for this kindergarten into its system."""
 
     def __init__(
-        self, config: ConnectorConfig, client: KindergartenClient, stafett: StafettClient
+        self,
+        config: ConnectorConfig,
+        client: KindergartenClient,
+        stafett: StafettClient,
+        links: LinkState,
     ) -> None:
         self._config = config
         self._client = client
         self._stafett = stafett
+        self._links = links
 
     def put(self, envelope: Envelope) -> None:
         """Apply one delivery or notice."""
@@ -224,7 +238,7 @@ class KindergartenSink:
         if result.record is None:
             return  # not for this system (e.g. a level Task)
         record = result.record
-        record_id = record.get("id")
+        record_id = record.get("id") or self._links.get(kind, str(resource.get("id")))
         if record_id:
             current = self._client.get(kind, str(record_id))
             if current is not None:
@@ -237,7 +251,9 @@ class KindergartenSink:
                 record.pop("skjult", None)
             self._client.put(kind, str(record_id), record)
         elif kind == "tiltak":
-            self._client.create_measure(record)
+            created = self._client.create_measure(record)
+            # remembered before anything else, so a redelivery updates instead of creating
+            self._links.put("tiltak", str(resource["id"]), str(created["id"]))
         # consents are created by staff in the system; only known ones are updated
 
     def _revoke(self, patient_id: str) -> None:
@@ -270,9 +286,15 @@ def _client(config: ConnectorConfig) -> KindergartenClient:
         raise ValueError(f"connector {config.name}: settings.{exc.args[0]} is missing") from exc
 
 
+def _links(config: ConnectorConfig) -> LinkState:
+    # shared by the kindergarten's source and sink: the sink's links tell the source which
+    # Stafett Task a measure it created belongs to
+    return link_state(config.settings.get("state_file"), shared_key=f"{SYSTEM}:{config.operator}")
+
+
 def source(config: ConnectorConfig) -> KindergartenSource:
     """Build the source task."""
-    return KindergartenSource(config, _client(config))
+    return KindergartenSource(config, _client(config), _links(config))
 
 
 def sink(config: ConnectorConfig) -> KindergartenSink:
@@ -284,5 +306,8 @@ def sink(config: ConnectorConfig) -> KindergartenSink:
             "needed to look up the child and services of a delivery"
         )
     return KindergartenSink(
-        config, _client(config), StafettClient(settings["stafett_url"], settings["stafett_token"])
+        config,
+        _client(config),
+        StafettClient(settings["stafett_url"], settings["stafett_token"]),
+        _links(config),
     )

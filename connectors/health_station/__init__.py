@@ -20,7 +20,7 @@ from connectors.health_station.sink import StationSink
 from connectors.health_station.source import StationSource
 from connectors.school.common import required_setting
 from connectors.school.lookup import StafettLookup
-from connectors.school.state import link_state
+from connectors.state import link_state
 
 __all__ = ["StationClient", "StationSink", "StationSource", "sink", "source"]
 

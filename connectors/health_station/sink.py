@@ -38,8 +38,8 @@ from connectors.school.common import (
 )
 from connectors.school.lookup import StafettLookup
 from connectors.school.merge import merge_annotations, merge_identifiers, merge_resource
-from connectors.school.state import LinkState
 from connectors.stafett import references_in
+from connectors.state import LinkState
 from mapping import MappingError
 
 __all__ = ["StationSink"]

@@ -27,7 +27,7 @@ from connectors.school.csv_source import SchoolCsvSource
 from connectors.school.lookup import StafettLookup
 from connectors.school.sink import SchoolSink
 from connectors.school.source import SchoolSource
-from connectors.school.state import LinkState, link_state
+from connectors.state import LinkState, link_state
 
 __all__ = [
     "SchoolClient",

@@ -29,7 +29,7 @@ from connectors.school.common import (
     record_system,
 )
 from connectors.school.lookup import StafettLookup, reconcile
-from connectors.school.state import LinkState
+from connectors.state import LinkState
 from mapping import MappingError, SourceError, parse_csv, transaction_bundle
 
 __all__ = ["SchoolCsvSource", "split_broken_rows"]

@@ -29,8 +29,8 @@ from connectors.school.common import (
     record_system,
 )
 from connectors.school.lookup import StafettLookup
-from connectors.school.state import LinkState
 from connectors.stafett import references_in
+from connectors.state import LinkState
 from mapping import MappingError
 
 __all__ = ["SchoolSink"]

@@ -17,7 +17,7 @@ from connectors.school.common import (
     record_system,
 )
 from connectors.school.lookup import StafettLookup, reconcile
-from connectors.school.state import LinkState
+from connectors.state import LinkState
 from mapping import MappedResource, MappingError, MappingResult, transaction_bundle
 
 __all__ = ["SYSTEM", "SchoolSource"]

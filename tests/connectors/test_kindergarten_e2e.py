@@ -210,6 +210,26 @@ def test_a_measure_written_in_stafett_reaches_the_kindergarten_system(stack: Sta
     measure = found[0].get("data", found[0])
     assert measure["evalueringsdato"] == "2027-01-15"
     assert measure["ansvarlig"] == KINDERGARTEN
+    # a kindergarten teacher evaluates it there: the evaluation comes back to the same Task
+    evaluated = stack.vendor.post(
+        f"/_sim/tiltak/{measure['id']}/evalueringer",
+        json={"dato": "2026-12-01", "tekst": "Fungerer godt", "ansattId": "A-17"},
+    )
+    assert evaluated.status_code in (200, 201), evaluated.text
+
+    def evaluated_in_stafett() -> list[dict[str, Any]]:
+        bundle = health.get("/Task", params={"patient": patient["id"], "_count": "100"}).json()
+        return [
+            e["resource"]
+            for e in bundle.get("entry", [])
+            if "helsesykepleier" in e["resource"].get("description", "")
+        ]
+
+    tasks = _wait(lambda: [t for t in evaluated_in_stafett() if t.get("output")])
+    assert len(evaluated_in_stafett()) == 1  # the same Task, not a copy
+    assert tasks[0]["id"] == created.json()["id"]
+    assert tasks[0]["output"][0]["valueAnnotation"]["text"] == "Fungerer godt"
+    assert len(arrived()) == 1  # and no second measure in the kindergarten system
 
 
 def test_withdrawal_in_stafett_hides_the_child_in_the_kindergarten_system(stack: Stack) -> None:

@@ -15,7 +15,7 @@ from connectors.school.client import SchoolClient
 from connectors.school.csv_source import SchoolCsvSource, split_broken_rows
 from connectors.school.merge import merge_careteam, merge_task
 from connectors.school.source import SchoolSource
-from connectors.school.state import LinkState
+from connectors.state import LinkState
 from simulators.common.server import running
 from simulators.school.app import SchoolConfig, create_app
 
