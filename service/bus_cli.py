@@ -158,6 +158,11 @@ def replay_dead_letters(
                 event_id = _event_id(message.value)
                 if event_ids and event_id not in event_ids:
                     continue
+                if topic not in topics.ALL_FIXED and topics.is_outbound(topic) is None:
+                    # a vendor record a source connector could not map: it never was a bus
+                    # message; fix the record or the mapping and let the connector read it again
+                    report(f"skip {event_id}: dead-lettered by connector {topic}, not replayable")
+                    continue
                 reason = (message.header(DLQ_REASON) or b"").decode()[:200]
                 verb = "would replay" if dry_run else "replay"
                 report(f"{verb} {event_id} -> {topic} (was: {reason})")

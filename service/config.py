@@ -157,6 +157,12 @@ class Settings(BaseSettings):
         default=30, ge=1, description='Days before a Consent ends that "expires soon" is sent.'
     )
     log_json: bool = Field(default=True, description="One JSON object per log line.")
+    otel_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP endpoint of an OpenTelemetry collector, e.g. "
+        "http://otel-collector:4318: traces FHIR requests and bus messages (needs the otel "
+        "extra); unset: no tracing.",
+    )
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Self:

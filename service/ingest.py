@@ -11,6 +11,7 @@ that the worker retries the same message later.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -28,8 +29,11 @@ from service.errors import BadRequest, FhirError, Issue, ServiceUnavailable
 from service.repository import FhirRepository, RepositoryConfig
 from service.search.values import now_micros
 from service.storage.schema import inbound_applied
+from service.tracing import message_scope
 
 __all__ = ["IngestOutcome", "IngestResult", "Ingestor"]
+
+_log = logging.getLogger("stafett.ingest")
 
 
 class IngestOutcome(StrEnum):
@@ -59,6 +63,19 @@ class Ingestor:
 
     def apply(self, message: Message) -> IngestResult:
         """Apply one message; raise ServiceUnavailable when it should be retried later."""
+        # log lines (and the span) carry the message's event id and correlation id
+        with message_scope("ingest", message) as scope:
+            result = self._apply(message)
+            scope.outcome(result.outcome.value)
+            rejected = result.outcome is IngestOutcome.REJECTED
+            _log.log(
+                logging.WARNING if rejected else logging.INFO,
+                result.outcome.value,
+                extra={"issues": _issue_codes(result.operation_outcome)} if rejected else None,
+            )
+        return result
+
+    def _apply(self, message: Message) -> IngestResult:
         try:
             envelope = message.envelope()
         except EnvelopeError as exc:
@@ -140,6 +157,11 @@ def _mark_applied(conn: Connection, envelope: Envelope) -> None:
             event_id=envelope.event_id, sender=envelope.sender, applied_at=now_micros()
         )
     )
+
+
+def _issue_codes(outcome: dict[str, Any] | None) -> list[str]:
+    # the codes only: diagnostics may quote identifiers (fødselsnumre) from the message
+    return [str(issue.get("code")) for issue in (outcome or {}).get("issue", ())]
 
 
 def _rejected(event_id: str | None, code: str, text: str) -> IngestResult:

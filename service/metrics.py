@@ -28,6 +28,7 @@ __all__ = [
     "REQUESTS",
     "REQUEST_SECONDS",
     "WORKER_EVENTS",
+    "WORKER_SECONDS",
     "interaction_of",
     "render",
 ]
@@ -59,6 +60,13 @@ CONSUMER_LAG = Gauge(
     "Age of the newest message a worker loop handled (router, ingest).",
     ["loop"],
     multiprocess_mode="max",
+)
+
+WORKER_SECONDS = Histogram(
+    "stafett_worker_batch_duration_seconds",
+    "Time a worker loop (router, ingest) took to handle one polled batch, effects included.",
+    ["loop"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
 _TYPES_WITHOUT_ID = {"metadata", "_search", "_history"}
@@ -99,11 +107,18 @@ class _BacklogCollector(Collector):
         family = GaugeMetricFamily(
             "stafett_outbox_backlog", "Outbox events waiting to be published."
         )
+        up = GaugeMetricFamily(
+            "stafett_database_up", "1 when the database answered this scrape, else 0."
+        )
         try:
             family.add_metric([], float(self._read()))
         except Exception:
+            up.add_metric([], 0.0)
+            yield up
             return
+        up.add_metric([], 1.0)
         yield family
+        yield up
 
 
 def render(read_backlog: Callable[[], int] | None = None) -> bytes:

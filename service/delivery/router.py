@@ -15,6 +15,7 @@ change again after a crash publishes the same ids and receivers drop the duplica
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,9 +43,11 @@ from service.enforcement.loading import load_logs, organization_ids
 from service.search.values import now_micros
 from service.storage.database import Database
 from service.storage.schema import delivery_state
+from service.tracing import message_scope, trace_headers
 
 __all__ = ["ConsentRouter", "RouteResult"]
 
+_log = logging.getLogger("stafett.delivery")
 _NAMESPACE = uuid.UUID("0f6b7c52-6a43-4a3e-9f0e-3f4a1c2b9d10")
 _CHANGES = (EventType.RESOURCE_CHANGED, EventType.RESOURCE_DELETED)
 # events that only ask "who may still see this log" (from the scheduler)
@@ -133,7 +136,9 @@ class ConsentRouter:
                 if log is None:
                     result.ignored += 1  # the child is gone: nobody may learn anything
                     continue
-                self._route_one(conn, event, log, now, result)
+                # log lines (and the span) carry the event id and the write's correlation id
+                with message_scope("route", event, topics.CHANGES):
+                    self._route_one(conn, event, log, now, result)
         return result
 
     def commit_states(self) -> None:
@@ -203,6 +208,7 @@ class ConsentRouter:
                     self._notice(event, orgnr, EventType.CONSENT_REVOKED, sees_log)
                 )
                 result.revoked += 1
+                _log.info("revoked", extra={"organization": orgnr, "reason": sees_log.reason})
             elif sees_log.permitted and not previous.get(orgnr):
                 # a new permission: the organisation's system may now fetch the log (over
                 # REST) instead of waiting for its next change
@@ -210,6 +216,7 @@ class ConsentRouter:
                     self._notice(event, orgnr, EventType.CONSENT_GRANTED, sees_log)
                 )
                 result.granted += 1
+                _log.info("granted", extra={"organization": orgnr})
             if event.event_type not in _CHANGES or orgnr == event.sender:
                 continue  # a re-evaluation delivers nothing; a sender does not get its own write
             resource = dict(event.payload or {})
@@ -244,8 +251,10 @@ class ConsentRouter:
             if decision.permitted:
                 result.records.append(self._delivery(event, orgnr))
                 result.delivered += 1
+                _log.debug("delivered", extra={"organization": orgnr})
             else:
                 result.refused += 1
+                _log.info("refused", extra={"organization": orgnr, "reason": decision.reason})
 
     def _delivery(self, event: Envelope, orgnr: str) -> Record:
         deleted = event.event_type == EventType.RESOURCE_DELETED
@@ -261,7 +270,7 @@ class ConsentRouter:
             payload=None if deleted else event.payload,
             occurred_at=event.occurred_at,
         )
-        return Record.of(topics.outbound(orgnr), delivery)
+        return Record.of(topics.outbound(orgnr), delivery, trace_headers())
 
     def _notice(self, event: Envelope, orgnr: str, event_type: str, why: Decision) -> Record:
         notice = Envelope.new(
@@ -274,7 +283,7 @@ class ConsentRouter:
             payload={"reason": why.reason, "consent": why.consent_id},
             occurred_at=event.occurred_at,
         )
-        return Record.of(topics.outbound(orgnr), notice)
+        return Record.of(topics.outbound(orgnr), notice, trace_headers())
 
 
 def _states(conn: Connection, patient_id: str) -> dict[str, bool]:
