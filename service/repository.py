@@ -208,9 +208,10 @@ class FhirRepository:
         deferred, self._deferred_matches = self._deferred_matches, []
         for criteria, match in deferred:
             fresh = self._store.read(conn, resource_type=match.resource_type, id=match.id)
-            if fresh is None or not self._decide_read(
-                conn, fresh, interaction="search-type"
-            ).permitted:
+            if (
+                fresh is None
+                or not self._decide_read(conn, fresh, interaction="search-type").permitted
+            ):
                 raise PreconditionFailed(
                     f"'{criteria}' matches a {match.resource_type} you may not see"
                 )
