@@ -3,7 +3,9 @@
 Source: reads the change feed (`/api/v1/endringer?etter=<sekvens>`), skips the connector's
 own writes (`kilde: "api"`), fetches each changed child, measure or consent, maps it and sends
 it to Stafett as one transaction (conditional updates on the vendor record id, plus a
-Provenance). The checkpoint is the last feed sequence number.
+Provenance). The checkpoint is the last feed sequence number. With Stafett read access
+(`stafett_url`, `stafett_token`) the CareTeam is merged into Stafett's, so a new
+stafettholder ends the previous one's participation instead of replacing it (§9).
 
 Sink: writes measures (Task) and consents delivered by Stafett back as `tiltak` and
 `samtykker`; a revocation notice marks the child's consents withdrawn and hides the child
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import date
 from typing import Any
 
 import httpx
@@ -23,9 +26,11 @@ from bus import Envelope, EventType
 from connectors.base import DeadRecord, PermanentError, SourceBatch, SourceRecord
 from connectors.config import ConnectorConfig
 from connectors.provenance import with_provenance
+from connectors.school.lookup import StafettLookup
+from connectors.school.merge import merge_careteam
 from connectors.stafett import StafettClient, references_in
 from connectors.state import LinkState, link_state
-from mapping import MappingEngine, MappingError, transaction_bundle
+from mapping import MappedResource, MappingEngine, MappingError, transaction_bundle
 
 __all__ = ["KindergartenSink", "KindergartenSource", "sink", "source"]
 
@@ -115,11 +120,16 @@ class KindergartenSource:
     """Reads the change feed and maps each change to a transaction Bundle."""
 
     def __init__(
-        self, config: ConnectorConfig, client: KindergartenClient, links: LinkState
+        self,
+        config: ConnectorConfig,
+        client: KindergartenClient,
+        links: LinkState,
+        lookup: StafettLookup | None = None,
     ) -> None:
         self._config = config
         self._client = client
         self._links = links
+        self._lookup = lookup
         self._page = int(config.settings.get("page_size", 100))
 
     def poll(self, checkpoint: Mapping[str, Any] | None) -> SourceBatch:
@@ -144,7 +154,7 @@ class KindergartenSource:
             if all(result.is_skipped for result in results):
                 continue
             bundle = with_provenance(
-                transaction_bundle(results),
+                transaction_bundle(self._keep_team_history(results)),
                 unit_orgnr=self._config.organization,
                 record_system=_record_system(self._config, kind),
                 record_id=record_id,
@@ -188,9 +198,44 @@ class KindergartenSource:
             *(_mappings().map(SYSTEM, "inbound", "samtykke", c, context) for c in consents),
         ]
 
+    def _keep_team_history(self, results: list[Any]) -> list[MappedResource]:
+        # The conditional update of the CareTeam replaces its participant list: merged into
+        # what Stafett holds, an earlier stafettholder keeps the participation with an end
+        # date (hand-over, stafettlogg-fhir.md §9) and other services' participants stay.
+        entries = [entry for result in results for entry in result.entries]
+        if self._lookup is None:
+            return entries
+        out: list[MappedResource] = []
+        for entry in entries:
+            current = self._lookup.matching(entry) if entry.resource_type == "CareTeam" else None
+            if current is None:
+                out.append(entry)
+                continue
+            merged = merge_careteam(
+                current, entry.resource, ours=self._employee, today=date.today().isoformat()
+            )
+            out.append(MappedResource(merged, entry.spec, entry.match, entry.create_only))
+        return out
+
+    def _employee(self, member: Any) -> str | None:
+        """Return the kindergarten's employee id of a CareTeam member, None for others."""
+        system = _record_system(self._config, "ansatt")
+        reference = member.get("reference") if isinstance(member, Mapping) else None
+        if not isinstance(reference, str):
+            return None
+        prefix = f"PractitionerRole?identifier={system}|"
+        if reference.startswith(prefix):
+            return reference.removeprefix(prefix)
+        if self._lookup is None or "?" in reference:
+            return None
+        found = self._lookup.identifiers([reference]).get(reference) or []
+        return next((str(i["value"]) for i in found if i.get("system") == system), None)
+
     def close(self) -> None:
         """Close the HTTP connections."""
         self._client.close()
+        if self._lookup is not None:
+            self._lookup.close()
 
 
 class KindergartenSink:
@@ -293,8 +338,14 @@ def _links(config: ConnectorConfig) -> LinkState:
 
 
 def source(config: ConnectorConfig) -> KindergartenSource:
-    """Build the source task."""
-    return KindergartenSource(config, _client(config), _links(config))
+    """Build the source task (with Stafett read access, it keeps the CareTeam's history)."""
+    settings = config.settings
+    lookup = (
+        StafettLookup(str(settings["stafett_url"]), str(settings["stafett_token"]))
+        if settings.get("stafett_url") and settings.get("stafett_token")
+        else None
+    )
+    return KindergartenSource(config, _client(config), _links(config), lookup)
 
 
 def sink(config: ConnectorConfig) -> KindergartenSink:

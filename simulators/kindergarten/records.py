@@ -130,7 +130,8 @@ def check_evaluering(item: Any, prefix: str = "") -> dict[str, Any]:
     result = {
         "dato": c.date(e, "dato", prefix),
         "tekst": c.text(e, "tekst", prefix),
-        "ansattId": c.text(e, "ansattId", prefix),
+        # optional: an evaluation written in another service has no kindergarten employee
+        "ansattId": c.text(e, "ansattId", prefix, required=False),
     }
     c.raise_if_any()
     return result
