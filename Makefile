@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 TSTAMP := $(VENV)/.test-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test browser lint check-python install bench bench-bus clean
+.PHONY: run test browser lint check-python install bench bench-bus bench-connectors clean
 
 check-python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Stafett needs Python 3.11 or newer, found " + sys.version.split()[0]' \
@@ -56,6 +56,10 @@ bench: $(TSTAMP)
 ## make bench-bus: the message-bus benchmark, relay and write-to-delivery (about 4 minutes; writes docs/PERFORMANCE.md)
 bench-bus: $(TSTAMP)
 	$(BIN)/python bench/bench_bus.py
+
+## make bench-connectors: bulk pull of 100,000 kindergarten records through the connector (long: ingest runs at tens/s; writes docs/PERFORMANCE.md)
+bench-connectors: $(TSTAMP)
+	$(BIN)/python bench/bench_connectors.py
 
 clean:
 	rm -rf $(VENV) .stafett .pytest_cache .mypy_cache .ruff_cache
