@@ -1296,6 +1296,6 @@ def _tansu_version() -> str:
 if __name__ == "__main__":
     try:
         raise SystemExit(main())
-    except KeyboardInterrupt:
-        log("interrupted; everything was stopped and removed")
+    except KeyboardInterrupt as exc:
+        log(f"interrupted ({exc or 'SIGINT'}); everything was stopped and removed")
         raise SystemExit(130) from None
