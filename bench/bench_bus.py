@@ -1155,6 +1155,7 @@ def latency_phase(
                     "50",
                     "--nonblocking",
                     "--threads",
+                    "--idle",  # latency: where the worker waits matters as much as its CPU
                     "--format",
                     "raw",
                     "--output",

@@ -7,7 +7,7 @@ counts) or carry an ENH identifier only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -18,7 +18,13 @@ from consent.constants import ENH
 from service.search.extract import parse_reference
 from service.storage.schema import resources, search_reference, search_token
 
-__all__ = ["log_organisations", "owner_orgnr", "stafettholder_organisation"]
+__all__ = [
+    "OrgnrResolver",
+    "log_organisations",
+    "logs_organisations",
+    "owner_orgnr",
+    "stafettholder_organisation",
+]
 
 _STAFETTHOLDER = ("https://stafett.no/fhir/CodeSystem/careteam-role", "stafettholder")
 
@@ -28,24 +34,75 @@ def owner_orgnr(conn: Connection, reference: Any, base_url: str) -> str | None:
     return _orgnr_of(conn, reference, base_url)
 
 
+class OrgnrResolver:
+    """Org numbers of references, each Organization and PractitionerRole read once.
+
+    For one batch of the router: an Organization's org.nr does not change between the events
+    of a batch, and every Task event names its owner.
+    """
+
+    def __init__(self, conn: Connection, base_url: str) -> None:
+        self._conn = conn
+        self._base_url = base_url
+        self._cache: dict[tuple[str, str], str | None] = {}
+
+    def orgnr(self, reference: Any) -> str | None:
+        """Return the org number `reference` names, or None."""
+        if not isinstance(reference, Mapping):
+            return None
+        raw = reference.get("reference")
+        if isinstance(raw, str) and not isinstance(reference.get("identifier"), Mapping):
+            target_type, target_id, _ = parse_reference(raw, self._base_url)
+            if target_type and target_id:
+                key = (target_type, target_id)
+                if key not in self._cache:
+                    self._cache[key] = _orgnr_of(self._conn, reference, self._base_url)
+                return self._cache[key]
+        return _orgnr_of(self._conn, reference, self._base_url)
+
+
 def _log_members(conn: Connection, patient_id: str, types: tuple[str, ...]) -> list[dict[str, Any]]:
-    ids = select(search_reference.c.resource_type, search_reference.c.resource_id).where(
-        search_reference.c.resource_type.in_(types),
-        search_reference.c.param == "patient",
-        search_reference.c.target_type == "Patient",
-        search_reference.c.target_id == patient_id,
-    )
-    found = {(t, i) for t, i in conn.execute(ids)}
-    if not found:
-        return []
-    rows = conn.execute(
-        select(resources.c.resource_type, resources.c.id, resources.c.content).where(
-            resources.c.resource_type.in_(types),
-            resources.c.id.in_(sorted({i for _, i in found})),
-            resources.c.deleted.is_(False),
+    return _members_of(conn, [patient_id], types).get(patient_id, [])
+
+
+def _members_of(
+    conn: Connection, patient_ids: Sequence[str], types: tuple[str, ...]
+) -> dict[str, list[dict[str, Any]]]:
+    """Return the current resources of these types in each child's log."""
+    owner: dict[tuple[str, str], str] = {}
+    for chunk in _chunks(sorted(set(patient_ids))):
+        rows = conn.execute(
+            select(
+                search_reference.c.target_id,
+                search_reference.c.resource_type,
+                search_reference.c.resource_id,
+            ).where(
+                search_reference.c.resource_type.in_(types),
+                search_reference.c.param == "patient",
+                search_reference.c.target_type == "Patient",
+                search_reference.c.target_id.in_(chunk),
+            )
         )
-    )
-    return [orjson.loads(content) for t, i, content in rows if (t, i) in found]
+        owner.update({(t, i): child for child, t, i in rows})
+    found: dict[str, list[dict[str, Any]]] = {}
+    for chunk in _chunks(sorted({i for _, i in owner})):
+        rows = conn.execute(
+            select(resources.c.resource_type, resources.c.id, resources.c.content).where(
+                resources.c.resource_type.in_(types),
+                resources.c.id.in_(chunk),
+                resources.c.deleted.is_(False),
+            )
+        )
+        for t, i, content in rows:
+            child = owner.get((t, i))
+            if child is not None:
+                found.setdefault(child, []).append(orjson.loads(content))
+    return found
+
+
+def _chunks(values: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def _references(data: Mapping[str, Any], today: str) -> Iterable[Any]:
@@ -95,81 +152,113 @@ def _content(conn: Connection, resource_type: str, id: str) -> dict[str, Any] | 
 
 
 def log_organisations(conn: Connection, patient_id: str, base_url: str, *, today: date) -> set[str]:
-    """Return the org numbers of the current CareTeam members and Task owners of a log.
+    """Return the org numbers of the current CareTeam members and Task owners of a log."""
+    return logs_organisations(conn, [patient_id], base_url, today=today)[patient_id]
 
-    Task owners come from the search index in two queries however many Tasks the log has;
-    CareTeams (one or two per log) are read, since a service that left has a `period.end`.
+
+def logs_organisations(
+    conn: Connection,
+    patient_ids: Sequence[str],
+    base_url: str,
+    *,
+    today: date,
+    resolver: OrgnrResolver | None = None,
+) -> dict[str, set[str]]:
+    """Return, per child, the org numbers of the log's current CareTeam members and Task owners.
+
+    A fixed number of statements for any number of children and Tasks: the Task ids of the
+    logs, then their owners by id (one statement joining the two let the planner start from
+    every Task owner in the database while its statistics still described empty tables, 300
+    ms per child), then the CareTeams, which are read, since a service that left has a
+    `period.end`.
     """
-    references: set[tuple[str, str]] = set()
-    found: set[str] = set()
-    owners = conn.execute(
-        select(search_reference.c.target_type, search_reference.c.target_id).where(
-            search_reference.c.resource_type == "Task",
-            search_reference.c.param == "owner",
-            search_reference.c.resource_id.in_(_in_log("Task", patient_id)),
-        )
-    )
-    for target_type, target_id in owners:
-        if target_type in ("Organization", "PractitionerRole") and target_id:
-            references.add((target_type, target_id))
-    # owners named by org.nr only (logical references) are in the token index
-    found |= {
-        row[0]
-        for row in conn.execute(
-            select(search_token.c.code).where(
-                search_token.c.resource_type == "Task",
-                search_token.c.param == "owner:identifier",
-                search_token.c.system == ENH,
-                search_token.c.resource_id.in_(_in_log("Task", patient_id)),
+    resolver = resolver or OrgnrResolver(conn, base_url)
+    found: dict[str, set[str]] = {child: set() for child in patient_ids}
+    task_child: dict[str, str] = {}
+    for chunk in _chunks(sorted(set(patient_ids))):
+        rows = conn.execute(
+            select(search_reference.c.resource_id, search_reference.c.target_id).where(
+                search_reference.c.resource_type == "Task",
+                search_reference.c.param == "patient",
+                search_reference.c.target_type == "Patient",
+                search_reference.c.target_id.in_(chunk),
             )
         )
-        if row[0]
-    }
-    for data in _log_members(conn, patient_id, ("CareTeam",)):
-        for reference in _references(data, today.isoformat()):
-            orgnr = _orgnr_of(conn, reference, base_url)
-            if orgnr is not None:
-                found.add(orgnr)
-    found |= _orgnrs(conn, references)
+        # not dict(rows): a Result has keys(), so dict() would take it for a mapping
+        for task_id, child in rows:
+            task_child[task_id] = child
+    references: dict[str, set[tuple[str, str]]] = {}
+    for chunk in _chunks(sorted(task_child)):
+        owners = conn.execute(
+            select(
+                search_reference.c.resource_id,
+                search_reference.c.target_type,
+                search_reference.c.target_id,
+            ).where(
+                search_reference.c.resource_type == "Task",
+                search_reference.c.resource_id.in_(chunk),
+                search_reference.c.param == "owner",
+            )
+        )
+        for task_id, target_type, target_id in owners:
+            if target_type in ("Organization", "PractitionerRole") and target_id:
+                references.setdefault(task_child[task_id], set()).add((target_type, target_id))
+        # owners named by org.nr only (logical references) are in the token index
+        logical = conn.execute(
+            select(search_token.c.resource_id, search_token.c.code).where(
+                search_token.c.resource_type == "Task",
+                search_token.c.resource_id.in_(chunk),
+                search_token.c.param == "owner:identifier",
+                search_token.c.system == ENH,
+            )
+        )
+        for task_id, code in logical:
+            if code:
+                found[task_child[task_id]].add(code)
+    for child, members in _members_of(conn, patient_ids, ("CareTeam",)).items():
+        for data in members:
+            for reference in _references(data, today.isoformat()):
+                orgnr = resolver.orgnr(reference)
+                if orgnr is not None:
+                    found[child].add(orgnr)
+    by_reference = _orgnrs(conn, set().union(*references.values()) if references else set())
+    for child, refs in references.items():
+        found[child] |= {by_reference[ref] for ref in refs if ref in by_reference}
     return found
 
 
-def _in_log(resource_type: str, patient_id: str) -> Any:
-    return select(search_reference.c.resource_id).where(
-        search_reference.c.resource_type == resource_type,
-        search_reference.c.param == "patient",
-        search_reference.c.target_type == "Patient",
-        search_reference.c.target_id == patient_id,
-    )
-
-
-def _orgnrs(conn: Connection, references: set[tuple[str, str]]) -> set[str]:
-    """Return the org numbers of Organizations and of PractitionerRoles' organisations."""
+def _orgnrs(conn: Connection, references: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Return the org number of each Organization, and of each PractitionerRole's organisation."""
     organizations = {i for t, i in references if t == "Organization"}
-    roles = sorted(i for t, i in references if t == "PractitionerRole")
-    if roles:
-        organizations |= {
-            row[0]
-            for row in conn.execute(
-                select(search_reference.c.target_id).where(
-                    search_reference.c.resource_type == "PractitionerRole",
-                    search_reference.c.resource_id.in_(roles),
-                    search_reference.c.param == "organization",
-                    search_reference.c.target_type == "Organization",
-                )
+    role_org: dict[str, str] = {}
+    for chunk in _chunks(sorted(i for t, i in references if t == "PractitionerRole")):
+        rows = conn.execute(
+            select(search_reference.c.resource_id, search_reference.c.target_id).where(
+                search_reference.c.resource_type == "PractitionerRole",
+                search_reference.c.resource_id.in_(chunk),
+                search_reference.c.param == "organization",
+                search_reference.c.target_type == "Organization",
             )
-        }
-    if not organizations:
-        return set()
-    rows = conn.execute(
-        select(search_token.c.code).where(
-            search_token.c.resource_type == "Organization",
-            search_token.c.resource_id.in_(sorted(organizations)),
-            search_token.c.param == "identifier",
-            search_token.c.system == ENH,
         )
-    )
-    return {row[0] for row in rows if row[0]}
+        role_org.update({role: org for role, org in rows if org})
+    organizations |= set(role_org.values())
+    org_number: dict[str, str] = {}
+    for chunk in _chunks(sorted(organizations)):
+        rows = conn.execute(
+            select(search_token.c.resource_id, search_token.c.code).where(
+                search_token.c.resource_type == "Organization",
+                search_token.c.resource_id.in_(chunk),
+                search_token.c.param == "identifier",
+                search_token.c.system == ENH,
+            )
+        )
+        org_number.update({org: code for org, code in rows if code})
+    out: dict[tuple[str, str], str] = {}
+    for target_type, target_id in references:
+        org = role_org.get(target_id) if target_type == "PractitionerRole" else target_id
+        if org is not None and org in org_number:
+            out[(target_type, target_id)] = org_number[org]
+    return out
 
 
 def stafettholder_organisation(conn: Connection, patient_id: str, base_url: str) -> str | None:

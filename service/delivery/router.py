@@ -38,7 +38,7 @@ from consent import (
 from service.audit import AuditRecord, AuditTrail
 from service.auth import Principal, PrincipalKind
 from service.auth.scopes import ScopeSet
-from service.delivery.participants import log_organisations, owner_orgnr
+from service.delivery.participants import OrgnrResolver, logs_organisations
 from service.enforcement.loading import load_logs, organization_ids
 from service.search.values import now_micros
 from service.storage.database import Database
@@ -127,7 +127,14 @@ class ConsentRouter:
         self._org_ids = {}
         now = self._clock()
         with self._database.read() as conn:
-            logs = load_logs(conn, {e.subject_key for e in events})
+            children = sorted({e.subject_key for e in events})
+            logs = load_logs(conn, children)
+            # every child's participants and delivery states in a few statements per batch
+            resolver = OrgnrResolver(conn, self._base_url)
+            self._participants = logs_organisations(
+                conn, children, self._base_url, today=now.date(), resolver=resolver
+            )
+            self._stored_states = _states(conn, children)
             for event in events:
                 if event.event_type not in _CHANGES + _REEVALUATE:
                     result.ignored += 1
@@ -138,7 +145,7 @@ class ConsentRouter:
                     continue
                 # log lines (and the span) carry the event id and the write's correlation id
                 with message_scope("route", event, topics.CHANGES):
-                    self._route_one(conn, event, log, now, result)
+                    self._route_one(conn, event, log, now, result, resolver=resolver)
         return result
 
     def commit_states(self) -> None:
@@ -161,23 +168,24 @@ class ConsentRouter:
         log: ChildLog,
         now: datetime,
         result: RouteResult,
+        *,
+        resolver: OrgnrResolver,
     ) -> None:
         child = event.subject_key
-        if child not in self._stored_states:
-            self._stored_states[child] = _states(conn, child)
-        previous = dict(self._stored_states[child])
+        previous = dict(self._stored_states.get(child, {}))
         previous.update({org: v for (c, org), v in self._overlay.items() if c == child})
-        if child not in self._participants or event.resource_type == "CareTeam":
-            self._participants[child] = log_organisations(
-                conn, child, self._base_url, today=now.date()
-            )
+        if event.resource_type == "CareTeam":
+            # the team changed: read it as it is now (a service may have left)
+            self._participants[child] = logs_organisations(
+                conn, [child], self._base_url, today=now.date(), resolver=resolver
+            )[child]
         elif event.resource_type == "Task" and event.payload:
             # a Task changed later in the batch may name a new owner: add it from the event
-            owner = owner_orgnr(conn, event.payload.get("owner"), self._base_url)
+            owner = resolver.orgnr(event.payload.get("owner"))
             if owner is not None:
-                self._participants[child].add(owner)
+                self._participants.setdefault(child, set()).add(owner)
         candidates = (
-            self._participants[child]
+            self._participants.get(child, set())
             | self._subscribers
             | {org for org, permitted in previous.items() if permitted}
         )
@@ -286,13 +294,20 @@ class ConsentRouter:
         return Record.of(topics.outbound(orgnr), notice, trace_headers())
 
 
-def _states(conn: Connection, patient_id: str) -> dict[str, bool]:
-    rows = conn.execute(
-        select(delivery_state.c.organization, delivery_state.c.permitted).where(
-            delivery_state.c.patient_id == patient_id
+def _states(conn: Connection, patient_ids: Sequence[str]) -> dict[str, dict[str, bool]]:
+    """Return, per child, whether each organisation could see the log when last routed."""
+    states: dict[str, dict[str, bool]] = {}
+    for start in range(0, len(patient_ids), 500):
+        rows = conn.execute(
+            select(
+                delivery_state.c.patient_id,
+                delivery_state.c.organization,
+                delivery_state.c.permitted,
+            ).where(delivery_state.c.patient_id.in_(patient_ids[start : start + 500]))
         )
-    )
-    return {org: bool(permitted) for org, permitted in rows}
+        for child, org, permitted in rows:
+            states.setdefault(child, {})[org] = bool(permitted)
+    return states
 
 
 def _upsert_state(conn: Connection, state: dict[str, object]) -> None:
