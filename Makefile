@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 TSTAMP := $(VENV)/.test-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test browser lint check-python install bench bench-bus bench-connectors clean
+.PHONY: run test browser lint check-python install bench bench-bus bench-connectors fuzz clean
 
 check-python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Stafett needs Python 3.11 or newer, found " + sys.version.split()[0]' \
@@ -60,6 +60,10 @@ bench-bus: $(TSTAMP)
 ## make bench-connectors: bulk pull of 100,000 kindergarten records through the connector (long: ingest runs at tens/s; writes docs/PERFORMANCE.md)
 bench-connectors: $(TSTAMP)
 	$(BIN)/python bench/bench_connectors.py
+
+## make fuzz: the hostile-input suite, longer: 10x the fuzz examples, 50 schemathesis examples per operation (about 30 minutes)
+fuzz: $(TSTAMP)
+	STAFETT_FUZZ_EXAMPLES_SCALE=10 STAFETT_SCHEMATHESIS_EXAMPLES=50 $(BIN)/python -m pytest -q -s tests/hardening
 
 clean:
 	rm -rf $(VENV) .stafett .pytest_cache .mypy_cache .ruff_cache

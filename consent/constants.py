@@ -30,8 +30,10 @@ __all__ = [
     "PARENTAL_RESPONSIBILITY",
     "PATIENT_PRIVACY",
     "PERSON_ID_SYSTEMS",
+    "RECTIFICATION_CODE",
     "RESOURCE_TYPES",
     "SECURITY_LABEL",
+    "TASK_TYPE",
 ]
 
 # Norwegian identifier systems (HL7 Norway no-basis).
@@ -67,6 +69,9 @@ HIDDEN_FROM_GUARDIANS: Final = (SECURITY_LABEL, "hidden-from-guardians")
 """The label of docs/stafettlogg-fhir.md §14 and the example files."""
 HIDDEN_FROM_GUARDIANS_URN: Final = ("urn:stafett:security-label", "hidden-from-guardians")
 """The spelling used in issue 3; honoured too, so neither spelling leaks to guardians."""
+TASK_TYPE: Final = "https://stafett.no/fhir/CodeSystem/task-type"
+RECTIFICATION_CODE: Final = "rectification-request"
+"""Task.code of the family's request for a correction (GDPR art. 16), which the family writes."""
 
 # What belongs to one child's log: the Patient compartment as Stafett stores it.
 LOG_CONTENT_TYPES: Final = ("CarePlan", "CareTeam", "Goal", "Task", "Communication")

@@ -47,7 +47,12 @@ from consent._internal.evaluate import (
     probe_for,
 )
 from consent._internal.fhir import literal, security_labels, text
-from consent.constants import LOG_CONTENT_TYPES, LOG_RESOURCE_TYPES
+from consent.constants import (
+    LOG_CONTENT_TYPES,
+    LOG_RESOURCE_TYPES,
+    RECTIFICATION_CODE,
+    TASK_TYPE,
+)
 from consent.errors import InvalidRequest
 from consent.model import (
     AccessRequest,
@@ -292,11 +297,48 @@ def _family(
         )
     if rtype in policy.family_write_types:
         return words(True, basis, f"The consent policy lets the family {_VERB[action]} {rtype}.")
+    if rtype == "Task" and action is Action.WRITE:
+        own = guardian.reference if guardian is not None else f"Patient/{log.patient_id}"
+        refusal = _rectification_refusal(request.resource, own)
+        if refusal is None:
+            return words(True, basis, f"{who} may ask for a correction (rectification request).")
+        if request.resource is not None and _task_code(request.resource) == RECTIFICATION_CODE:
+            return words(False, basis, refusal)
     return words(
         False,
         basis,
         f"The family writes Consents only; {rtype} entries are written by the services.",
     )
+
+
+def _task_code(task: Mapping[str, Any]) -> str | None:
+    code = task.get("code")
+    for coding in code.get("coding") or () if isinstance(code, Mapping) else ():
+        if isinstance(coding, Mapping) and coding.get("system") == TASK_TYPE:
+            return str(coding.get("code"))
+    return None
+
+
+def _rectification_refusal(task: Mapping[str, Any] | None, own: str) -> str | None:
+    """Return why the family may not write this Task as a rectification request, or None.
+
+    GDPR art. 16: the family asks for a correction; the services decide and correct. The
+    family writes only its own open requests (`requested`) or withdraws them (`cancelled`).
+    """
+    if task is None:
+        return None  # type-level: decided per Task
+    if _task_code(task) != RECTIFICATION_CODE:
+        return "Only rectification requests are written by the family."
+    if task.get("status") not in ("requested", "cancelled"):
+        return (
+            "A rectification request from the family is requested or cancelled; "
+            "the services answer it."
+        )
+    requester = task.get("requester")
+    reference = requester.get("reference") if isinstance(requester, Mapping) else None
+    if not isinstance(reference, str) or not (reference == own or reference.endswith("/" + own)):
+        return f"A rectification request must name the writer ({own}) as requester."
+    return None
 
 
 def decide(

@@ -41,6 +41,30 @@ class RequestContext:
     # withdrawn consent takes effect at the very next request)
     state: dict[str, Any] = field(default_factory=dict)
 
+    def note_write(self, resource_type: str, id: str, child: str | None) -> None:
+        """Record a write of the open transaction and the child whose log it is in."""
+        self.state["writes"] = self.state.get("writes", 0) + 1
+        written = self.state.setdefault("written-children", {})
+        if child is None:
+            # not named directly (a Provenance is in a log through its target): ask the index
+            written.pop((resource_type, id), None)
+        else:
+            written[(resource_type, id)] = child
+
+    def written_children(self) -> dict[tuple[str, str], str]:
+        """Return (type, id) -> child of what the open transaction wrote naming a child."""
+        written: dict[tuple[str, str], str] = self.state.get("written-children", {})
+        return written
+
+    def writes_made(self) -> int:
+        """Return how many writes this request has made (decisions loaded before are stale)."""
+        return int(self.state.get("writes", 0))
+
+    def forget_writes(self) -> None:
+        """Forget the writes of a transaction that rolled back."""
+        self.state.pop("written-children", None)
+        self.state["writes"] = self.state.get("writes", 0) + 1
+
 
 @dataclass(frozen=True, slots=True)
 class AccessDecision:

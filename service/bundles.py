@@ -30,6 +30,7 @@ __all__ = ["process_bundle"]
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 _MAX_ENTRIES = 1000
+_REQUEST_STRINGS = ("method", "url", "ifNoneExist", "ifMatch", "ifNoneMatch", "ifModifiedSince")
 
 
 @dataclass(slots=True)
@@ -79,6 +80,19 @@ def _parse_entry(index: int, raw: Any) -> _Entry:
     request = raw.get("request")
     if not isinstance(request, dict):
         raise BadRequest(f"{where}.request is required in a batch or transaction")
+    for name in _REQUEST_STRINGS:
+        # read as strings below; a list or a number there was a 500 (tests/hardening fuzzing)
+        if name in request and not isinstance(request[name], str):
+            raise BadRequest(
+                f"{where}.request.{name} must be a string",
+                issues=[
+                    Issue(
+                        "structure",
+                        f"{where}.request.{name} must be a string",
+                        expression=(f"{where}.request.{name}",),
+                    )
+                ],
+            )
     method = request.get("method")
     url = request.get("url")
     if method not in _ORDER or not isinstance(url, str) or not url:

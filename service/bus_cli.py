@@ -16,13 +16,13 @@ if TYPE_CHECKING:
 
 __all__ = ["add_bus_parsers", "replay_dead_letters", "run_bus", "run_worker"]
 
-_COMPONENTS = ("relay", "router", "ingest", "scheduler")
+_COMPONENTS = ("relay", "router", "ingest", "scheduler", "sealer", "lifecycle")
 
 
 def add_bus_parsers(sub: Any) -> None:
     """Add the `worker` and `bus` commands."""
     worker = sub.add_parser(
-        "worker", help="run the outbox relay, consent router, ingest and scheduler"
+        "worker", help="run the outbox relay, consent router, ingest, scheduler and audit sealer"
     )
     worker.add_argument(
         "--only",

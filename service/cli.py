@@ -1,4 +1,4 @@
-"""The `stafett` command: serve, worker, bus, token, audit, db, seed."""
+"""The `stafett` command: serve, worker, bus, token, audit, db, keys, seed."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     from service.audit.cli import add_audit_parser
     from service.auth.cli import add_token_parser
     from service.bus_cli import add_bus_parsers
+    from service.crypto.cli import add_keys_parser
+    from service.lifecycle.cli import add_lifecycle_parser
 
     parser = argparse.ArgumentParser(
         prog="stafett", description="Stafett: FHIR R4 system of record for the BTI stafettlogg"
@@ -51,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     add_audit_parser(sub)
     add_bus_parsers(sub)
     add_connectors_parser(sub)
+    add_lifecycle_parser(sub)
+    add_keys_parser(sub)
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="migrate the database to the latest schema")
@@ -74,6 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_audit(args, settings)
     if args.command == "db":
         return _db(args, settings)
+    if args.command == "lifecycle":
+        from service.lifecycle.cli import run_lifecycle
+
+        _configure_logs(settings)
+        return run_lifecycle(args, settings)
+    if args.command == "keys":
+        from service.crypto.cli import run_keys
+
+        return run_keys(args, settings)
     if args.command == "connectors":
         from connectors.cli import run_connectors
         from service.worker import open_configured_bus
@@ -123,6 +136,7 @@ def _db(args: argparse.Namespace, settings: Settings) -> int:
 
 def _seed(path: Path, settings: Settings) -> int:
     from service.api.app import build_services
+    from service.crypto import CryptoError, verify_keys
     from service.errors import FhirError
     from service.seed import load_bundle
     from service.storage.migrations import upgrade_database
@@ -130,13 +144,21 @@ def _seed(path: Path, settings: Settings) -> int:
     if not path.is_file():
         print(f"stafett: error: no such file: {path}", file=sys.stderr)
         return 2
-    services = build_services(settings)
+    try:
+        services = build_services(settings)
+    except CryptoError as exc:
+        print(f"stafett: error: {exc}", file=sys.stderr)
+        return 2
     try:
         if services.database.is_sqlite or settings.auto_migrate:
             upgrade_database(services.database.engine)
+        verify_keys(services.database, services.repository.store.sealer.envelope)
         loaded = load_bundle(services, path)
     except FhirError as exc:
         print(f"stafett: error: {path} was not loaded: {exc.diagnostics}", file=sys.stderr)
+        return 1
+    except CryptoError as exc:
+        print(f"stafett: error: {path} was not loaded: {exc}", file=sys.stderr)
         return 1
     finally:
         services.database.dispose()

@@ -90,6 +90,41 @@ class Settings(BaseSettings):
         ge=0,
         description="How long the audit committer waits for more events before committing.",
     )
+    audit_signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) the worker's sealer signs audit checkpoints "
+        "with; unset: STAFETT_AUDIT_SIGNING_KEY, else a development key under data_dir "
+        "(refused in production).",
+    )
+    audit_signing_key: SecretStr | None = Field(
+        default=None,
+        description="The audit signing key as PEM text, instead of a file.",
+    )
+    audit_verify_keys: list[Path] = Field(
+        default_factory=list,
+        description="Public keys (PEM files) of retired audit signing keys that "
+        "`stafett audit verify` still accepts.",
+    )
+    audit_seal_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the sealer chains newly committed AuditEvents."
+    )
+    audit_checkpoint_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest time between signed audit checkpoints while AuditEvents arrive.",
+    )
+    audit_seal_lookback_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How far back each sealing pass looks for late-committed AuditEvents; "
+        "longer than the longest write transaction.",
+    )
+    audit_seal_grace_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="After this long an unsealed or out-of-order AuditEvent is suspect to "
+        "`stafett audit verify`.",
+    )
     role_claim: str = Field(
         default="stafett_roles",
         description='Token claim listing Stafett roles; "dpo" marks a data protection officer.',
@@ -101,6 +136,58 @@ class Settings(BaseSettings):
     )
     max_request_bytes: int = Field(
         default=5 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
+    max_json_depth: int = Field(
+        default=100,
+        ge=8,
+        le=200,
+        description="Deepest nesting of objects and arrays in a JSON request body (400 beyond); "
+        "capped at 200, below where validation would run out of stack.",
+    )
+    max_search_params: int = Field(
+        default=60,
+        ge=1,
+        description="Most search parameters (name=value pairs, URL and form together) in one "
+        "search; more get 400.",
+    )
+    max_search_values: int = Field(
+        default=200,
+        ge=1,
+        description="Most comma-separated values over all parameters of one search; more get 400.",
+    )
+    max_bundle_entries: int = Field(
+        default=1000, ge=1, description="Most entries in a batch or transaction Bundle (413 over)."
+    )
+    rate_limit: bool = Field(
+        default=True,
+        description="Throttle each caller with a token bucket (429 + Retry-After); per process.",
+    )
+    rate_limit_per_second: float = Field(
+        default=50,
+        gt=0,
+        description="Requests per second each authenticated principal may sustain, per process.",
+    )
+    rate_limit_burst: int = Field(
+        default=300, ge=1, description="Requests an authenticated principal may make at once."
+    )
+    rate_limit_anonymous_per_second: float = Field(
+        default=10,
+        gt=0,
+        description="Requests per second per client IP without a valid token, per process.",
+    )
+    rate_limit_anonymous_burst: int = Field(
+        default=60, ge=1, description="Requests a client IP without a valid token may make at once."
+    )
+    cors_allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API cross-origin, e.g. "
+        '["https://app.kommune.no"]; empty: no CORS headers at all.',
+    )
+    hsts_seconds: int = Field(
+        default=0,
+        ge=0,
+        description="Strict-Transport-Security max-age sent on every response; 0: none (set "
+        "31536000 in production behind TLS).",
     )
     default_page_size: int = Field(default=20, ge=1, description="Search page size without _count.")
     max_page_size: int = Field(default=500, ge=1, description="Upper limit of _count.")
@@ -155,6 +242,44 @@ class Settings(BaseSettings):
     )
     consent_expiry_notice_days: int = Field(
         default=30, ge=1, description='Days before a Consent ends that "expires soon" is sent.'
+    )
+    retention_years: int = Field(
+        default=3,
+        ge=0,
+        description="Years after a child's last log was closed (CarePlan completed/revoked, "
+        "period.end) before everything about the child is deleted (municipal policy; "
+        "docs/security/data-lifecycle.md).",
+    )
+    retention_require_archive: bool = Field(
+        default=True,
+        description="Delete only children whose closed log was archived first "
+        "(`stafett lifecycle archive`), so nothing leaves before the archive has it.",
+    )
+    lifecycle_interval_s: float = Field(
+        default=3600,
+        gt=0,
+        description="How often the worker's lifecycle component looks for logs past retention.",
+    )
+    encryption_at_rest: bool = Field(
+        default=True,
+        description="Encrypt notes, descriptions, messages and attachments in the database "
+        "(docs/security/encryption-at-rest.md). Off only on purpose, e.g. for a throwaway demo.",
+    )
+    encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="Key encryption keys as `kid:base64` pairs, comma-separated (32-byte keys; "
+        "`stafett keys generate` makes one). Old keys stay listed until retired.",
+    )
+    encryption_keyring: Path | None = Field(
+        default=None,
+        description="JSON keyring file with the key encryption keys and the active one; "
+        "`stafett keys rotate` adds keys to it. Unset outside production: one is made under "
+        "data_dir.",
+    )
+    encryption_active_key: str | None = Field(
+        default=None,
+        description="Key id new data is encrypted with; unset: the keyring's active key, else "
+        "the last of STAFETT_ENCRYPTION_KEYS.",
     )
     log_json: bool = Field(default=True, description="One JSON object per log line.")
     otel_endpoint: str | None = Field(

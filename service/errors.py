@@ -117,6 +117,12 @@ class InvalidResource(FhirError):
     status, code = 422, "processing"
 
 
+class StoredDataUnreadable(FhirError):
+    """Stored data failed to decrypt or its integrity check: served to nobody (500)."""
+
+    status, code = 500, "exception"
+
+
 class ServiceUnavailable(FhirError):
     """A dependency such as the database is down (503)."""
 

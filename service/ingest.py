@@ -12,6 +12,7 @@ that the worker retries the same message later.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -30,6 +31,7 @@ from service.repository import FhirRepository, RepositoryConfig
 from service.search.values import now_micros
 from service.storage.schema import inbound_applied
 from service.tracing import message_scope
+from service.write_batch import WriteBatch
 
 __all__ = ["IngestOutcome", "IngestResult", "Ingestor"]
 
@@ -75,23 +77,70 @@ class Ingestor:
             )
         return result
 
+    def apply_many(self, messages: Sequence[Message]) -> list[IngestResult]:
+        """Apply messages in order: in one transaction when all succeed, else one by one.
+
+        Raise ServiceUnavailable when they should be retried later. A batch in which any
+        message is rejected (or raced by another worker) is rolled back as a whole and its
+        messages applied one by one, so every message ends exactly as `apply` would end it.
+        """
+        if len(messages) > 1:
+            try:
+                results = self._apply_batch(messages)
+            except (_OneByOne, IntegrityError):
+                pass  # rolled back as a whole; IntegrityError: another worker applied one
+            else:
+                for message, result in zip(messages, results, strict=True):
+                    with message_scope("ingest", message) as scope:
+                        scope.outcome(result.outcome.value)
+                        _log.info(result.outcome.value)
+                return results
+        return [self.apply(message) for message in messages]
+
+    def _apply_batch(self, messages: Sequence[Message]) -> list[IngestResult]:
+        checked = [_check(message) for message in messages]
+        if any(isinstance(item, IngestResult) for item in checked):
+            raise _OneByOne  # a malformed message: the single path rejects it with its reason
+        envelopes = [item for item in checked if isinstance(item, Envelope)]
+        results: list[IngestResult] = []
+        with self._config.database.write() as conn:
+            done = _applied_among(conn, [e.event_id for e in envelopes])
+            batch = WriteBatch(conn)
+            applied: list[Envelope] = []
+            for message, envelope in zip(messages, envelopes, strict=True):
+                if envelope.event_id in done:
+                    results.append(
+                        IngestResult(IngestOutcome.DUPLICATE, event_id=envelope.event_id)
+                    )
+                    continue
+                done.add(envelope.event_id)
+                context = self._context(envelope, str(envelope.sender))
+                repo = FhirRepository(self._config, context, batch=batch)
+                try:
+                    with message_scope("ingest", message):
+                        self._write(repo, envelope.payload)
+                except ServiceUnavailable:
+                    raise
+                except (FhirError, IntegrityError) as exc:
+                    raise _OneByOne from exc
+                applied.append(envelope)
+                results.append(IngestResult(IngestOutcome.APPLIED, event_id=envelope.event_id))
+            batch.store(audit=self._config.audit, outbox=self._config.outbox)
+            if applied:
+                conn.execute(
+                    insert(inbound_applied),
+                    [
+                        {"event_id": e.event_id, "sender": e.sender, "applied_at": now_micros()}
+                        for e in applied
+                    ],
+                )
+        return results
+
     def _apply(self, message: Message) -> IngestResult:
-        try:
-            envelope = message.envelope()
-        except EnvelopeError as exc:
-            return _rejected(None, "structure", f"Not a Stafett envelope: {exc}")
-        sender = envelope.sender
-        try:
-            if not sender:
-                raise ValueError("the envelope names no sender organisation")
-            topics.validate_orgnr(sender)
-        except ValueError as exc:
-            return _rejected(envelope.event_id, "security", f"sender: {exc}")
-        payload = envelope.payload
-        if not isinstance(payload, dict) or not isinstance(payload.get("resourceType"), str):
-            return _rejected(
-                envelope.event_id, "required", "payload must be a FHIR resource or Bundle"
-            )
+        checked = _check(message)
+        if isinstance(checked, IngestResult):
+            return checked
+        envelope, sender, payload = checked, str(checked.sender), checked.payload
         if self._already_applied(envelope.event_id):
             return IngestResult(IngestOutcome.DUPLICATE, event_id=envelope.event_id)
         repo = FhirRepository(self._config, self._context(envelope, sender))
@@ -113,7 +162,9 @@ class Ingestor:
             )
         return IngestResult(IngestOutcome.APPLIED, event_id=envelope.event_id)
 
-    def _write(self, repo: FhirRepository, payload: dict[str, Any]) -> None:
+    def _write(self, repo: FhirRepository, payload: dict[str, Any] | None) -> None:
+        if payload is None:  # `_check` lets only resources and Bundles through
+            raise BadRequest("payload must be a FHIR resource or Bundle")
         resource_type = payload["resourceType"]
         if resource_type == "Bundle":
             if payload.get("type") != "transaction":
@@ -149,6 +200,41 @@ class Ingestor:
                 select(inbound_applied.c.event_id).where(inbound_applied.c.event_id == event_id)
             ).first()
         return row is not None
+
+
+class _OneByOne(Exception):
+    """The batch cannot be applied as a whole; apply its messages one by one."""
+
+
+def _check(message: Message) -> Envelope | IngestResult:
+    """Return the message's envelope, or its rejection when it can never be applied."""
+    try:
+        envelope = message.envelope()
+    except EnvelopeError as exc:
+        return _rejected(None, "structure", f"Not a Stafett envelope: {exc}")
+    sender = envelope.sender
+    try:
+        if not sender:
+            raise ValueError("the envelope names no sender organisation")
+        topics.validate_orgnr(sender)
+    except ValueError as exc:
+        return _rejected(envelope.event_id, "security", f"sender: {exc}")
+    payload = envelope.payload
+    if not isinstance(payload, dict) or not isinstance(payload.get("resourceType"), str):
+        return _rejected(envelope.event_id, "required", "payload must be a FHIR resource or Bundle")
+    return envelope
+
+
+def _applied_among(conn: Connection, event_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(event_ids), 500):
+        rows = conn.execute(
+            select(inbound_applied.c.event_id).where(
+                inbound_applied.c.event_id.in_(event_ids[start : start + 500])
+            )
+        )
+        found.update(row[0] for row in rows)
+    return found
 
 
 def _mark_applied(conn: Connection, envelope: Envelope) -> None:

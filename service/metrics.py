@@ -23,6 +23,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "AUDIT_SEALED_SEQ",
+    "AUDIT_UNSEALED",
     "CONSENT_DECISIONS",
     "CONTENT_TYPE_LATEST",
     "REQUESTS",
@@ -67,6 +69,17 @@ WORKER_SECONDS = Histogram(
     "Time a worker loop (router, ingest) took to handle one polled batch, effects included.",
     ["loop"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+
+AUDIT_SEALED_SEQ = Gauge(
+    "stafett_audit_sealed_seq",
+    "Last sequence number the audit sealer appended to the audit chain.",
+    multiprocess_mode="max",
+)
+AUDIT_UNSEALED = Gauge(
+    "stafett_audit_unsealed",
+    "AuditEvents the sealer's last pass left waiting (0 once it has caught up).",
+    multiprocess_mode="max",
 )
 
 _TYPES_WITHOUT_ID = {"metadata", "_search", "_history"}

@@ -7,6 +7,7 @@ access policy (service/access.py). Interactions follow https://hl7.org/fhir/R4/h
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from bus import Record, topics
 from service.access import AccessDecision, AccessPolicy, RequestContext
 from service.audit import AuditRecord, AuditTrail, AuditUnavailable
 from service.auth import Interaction
+from service.enforcement.compartment import LOG_TYPES, patient_in
 from service.enforcement.loading import child_of
 from service.errors import (
     BadRequest,
@@ -45,6 +47,7 @@ from service.search.values import micros_to_instant, now_micros
 from service.storage.database import Database
 from service.storage.schema import search_reference, search_token
 from service.storage.store import HistoryPage, SqlStore, StoredResource, VersionMismatch
+from service.write_batch import WriteBatch
 
 __all__ = ["FhirRepository", "RepositoryConfig", "SearchResult", "WriteResult"]
 
@@ -145,9 +148,13 @@ def _without_meta(data: Mapping[str, Any]) -> dict[str, Any]:
 class FhirRepository:
     """FHIR interactions for one caller, each checked by the access policy."""
 
-    def __init__(self, config: RepositoryConfig, ctx: RequestContext) -> None:
+    def __init__(
+        self, config: RepositoryConfig, ctx: RequestContext, *, batch: WriteBatch | None = None
+    ) -> None:
         self.config = config
         self.ctx = ctx
+        # with a batch, `transaction` joins the batch's transaction instead of opening one
+        self._batch = batch
         self._db = config.database
         self._store = config.store
         self._policy = config.policy
@@ -179,8 +186,11 @@ class FhirRepository:
         Consent it carries. Permitted decisions are stored with the transaction; a denial
         rolls everything back and is stored on its own.
         """
+        batch = self._batch
         try:
-            with self._db.write() as conn:
+            with (
+                contextlib.nullcontext(batch.conn) if batch is not None else self._db.write()
+            ) as conn:
                 self._transaction_conn = conn
                 try:
                     yield conn
@@ -195,7 +205,13 @@ class FhirRepository:
         except BaseException:
             self._pending.clear()
             self._deferred_matches.clear()
-            self._flush_audit(None, failing=True)
+            self.ctx.forget_writes()
+            if batch is not None:
+                # the whole batch rolls back and its messages are applied again one by one,
+                # which records these decisions (a denial included) once
+                self._audit_records.clear()
+            else:
+                self._flush_audit(None, failing=True)
             raise
 
     def _verify_matches(self, conn: Connection) -> None:
@@ -206,12 +222,26 @@ class FhirRepository:
         the transaction's writes are in place (and decided).
         """
         deferred, self._deferred_matches = self._deferred_matches, []
+        batch, caller = self._batch, self.ctx.principal.subject
         for criteria, match in deferred:
-            fresh = self._store.read(conn, resource_type=match.resource_type, id=match.id)
-            if (
-                fresh is None
-                or not self._decide_read(conn, fresh, interaction="search-type").permitted
-            ):
+            decision = batch.cached_decision(caller, match) if batch is not None else None
+            if decision is not None:
+                # decided earlier in the batch on the same version and the same consents;
+                # audited again, as this message's own look at the match
+                decision = dataclasses.replace(decision, decision_id=uuid.uuid4().hex)
+                self._record(
+                    decision,
+                    interaction="search-type",
+                    resources=(f"{match.resource_type}/{match.id}",),
+                    outcome_detail=None if decision.permitted else "404",
+                )
+            else:
+                fresh = self._store.read(conn, resource_type=match.resource_type, id=match.id)
+                if fresh is not None:
+                    decision = self._decide_read(conn, fresh, interaction="search-type")
+                    if batch is not None:
+                        batch.remember_decision(caller, fresh, decision)
+            if decision is None or not decision.permitted:
                 raise PreconditionFailed(
                     f"'{criteria}' matches a {match.resource_type} you may not see"
                 )
@@ -234,6 +264,9 @@ class FhirRepository:
         records, self._audit_records = self._audit_records, []
         trail = self.config.audit
         if not records or trail is None:
+            return
+        if self._batch is not None and conn is self._batch.conn:
+            self._batch.audit.extend(records)  # stored once, just before the batch commits
             return
         if conn is not None:
             trail.record_in_transaction(conn, records)
@@ -336,6 +369,14 @@ class FhirRepository:
         self._pending.append(
             _PendingWrite(interaction, subtype, resource_type, id, current, proposed, version_id)
         )
+        child = (
+            patient_in(resource_type, proposed, self.config.base_url)
+            if proposed is not None and resource_type in LOG_TYPES
+            else None
+        )
+        self.ctx.note_write(resource_type, id, child)
+        if self._batch is not None:
+            self._batch.changed(resource_type)
 
     def _verify_writes(self, conn: Connection) -> list[_PendingWrite]:
         pending, self._pending = self._pending, []
@@ -371,7 +412,9 @@ class FhirRepository:
             data = write.proposed if write.proposed is not None else write.current
             if data is None:
                 continue
-            subject = child_of(conn, write.resource_type, data, self.config.base_url)
+            subject = child_of(
+                conn, write.resource_type, data, self.config.base_url, self.ctx.written_children()
+            )
             if subject is None:
                 continue  # directory entries and resources outside any log are not events
             event = change_event(
@@ -386,6 +429,9 @@ class FhirRepository:
                 sender=self.ctx.principal.organization,
             )
             records.append((event.event_id, Record.of(topics.CHANGES, event)))
+        if self._batch is not None:
+            self._batch.outbox.extend(records)  # stored once, just before the batch commits
+            return
         outbox.add(conn, records)
 
     # -- read -----------------------------------------------------------------------------
@@ -485,9 +531,19 @@ class FhirRepository:
             strict=True,
         )
         query.count = 2
+        batch = self._batch if conn is not None and conn is self._transaction_conn else None
         with self._ro(conn) as c:
             # unfiltered on purpose: a match the caller may not see must block a duplicate
-            matches, _ = self._search_rows(c, query, None)
+            cached = batch.cached_matches(resource_type, criteria) if batch is not None else None
+            if cached is not None:
+                matches = cached
+            else:
+                matches, _ = self._search_rows(c, query, None)
+                if batch is not None:
+                    depends_on = {resource_type}
+                    for criterion in query.criteria:
+                        depends_on.update(criterion.chain_targets)
+                    batch.remember_matches(resource_type, criteria, matches, depends_on)
             if len(matches) > 1:
                 raise PreconditionFailed(
                     f"'{resource_type}?{criteria}' matches more than one {resource_type}"
@@ -695,6 +751,7 @@ class FhirRepository:
     ) -> StoredResource | None:
         """Delete as a new versioned tombstone; return it, or None if nothing was live."""
         _check_type(resource_type)
+        _check_id(id)  # as read and update do (REST and Bundle entries alike)
         self._check_writable(resource_type)
         self._policy.check_interaction(self.ctx, Interaction.DELETE, resource_type)
         with self._tx(conn) as c:
@@ -828,10 +885,11 @@ class FhirRepository:
         )
         with self._db.planned_for_values(conn):
             result = conn.execute(stmt).all()
+        load = self._store.load  # decrypts the versions that have sealed fields
         if not with_total:
-            return [StoredResource(*row) for row in result], None
-        total = int(result[0][6]) if result else None
-        return [StoredResource(*row[:6]) for row in result], total
+            return [load(row) for row in result], None
+        total = int(result[0][7]) if result else None
+        return [load(row) for row in result], total
 
     def _includes(
         self,

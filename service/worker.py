@@ -1,9 +1,10 @@
-"""`stafett worker`: the outbox relay, the consent router and the ingest worker, as threads.
+"""`stafett worker`: the outbox relay, consent router, ingest, scheduler and audit sealer.
 
 Run as many workers as you like: the relay publishes from one of them at a time (the others
 wait as standbys), and the router and ingest share their topics' partitions as Kafka consumer
-groups. Every loop commits its input only after its effect is durable and retries after
-failures, so a crash or a broker or database outage loses nothing (see docs/BUS.md).
+groups; the audit sealer, like the relay, works in one worker at a time. Every loop commits
+its input only after its effect is durable and retries after failures, so a crash or a broker
+or database outage loses nothing (see docs/BUS.md).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from bus import (
 from bus.memory import InMemoryBus
 from service.api.app import build_services
 from service.api.deps import Services
+from service.audit.chain import AuditSealer, sealer_from_settings
 from service.config import Settings
+from service.crypto import verify_keys
 from service.delivery import ConsentRouter
 from service.errors import ServiceUnavailable
 from service.ingest import Ingestor, IngestOutcome, IngestResult
@@ -123,7 +126,14 @@ class Worker:
         *,
         bus: Bus | None = None,
         services: Services | None = None,
-        components: Sequence[str] = ("relay", "router", "ingest", "scheduler"),
+        components: Sequence[str] = (
+            "relay",
+            "router",
+            "ingest",
+            "scheduler",
+            "sealer",
+            "lifecycle",
+        ),
         poll_timeout_s: float = 0.5,
     ) -> None:
         self.settings = settings
@@ -142,6 +152,7 @@ class Worker:
             bus=self.bus,
             batch_size=settings.relay_batch_size,
             poll_interval_s=settings.relay_poll_ms / 1000,
+            envelope=repo.store.sealer.envelope,
         )
         self.router = ConsentRouter(
             database=repo.database,
@@ -155,18 +166,25 @@ class Worker:
         )
         self._outbound_ready: set[str] = set()
         self._metrics_server: uvicorn.Server | None = None
+        self.sealer: AuditSealer | None = None  # built by start() when "sealer" runs
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         """Migrate like the API does, create the fixed topics, start one thread per component."""
         if self.services.database.is_sqlite or self.settings.auto_migrate:
             upgrade_database(self.services.database.engine)
+        verify_keys(self.services.database, self.services.repository.store.sealer.envelope)
         self.bus.ensure_topics(list(topics.ALL_FIXED))
+        if "sealer" in self.components:
+            # built before any thread starts: a missing signing key stops the worker at once
+            self.sealer = sealer_from_settings(self.settings, self.services.database)
         loops: dict[str, Callable[[], None]] = {
             "relay": lambda: self.relay.run(self._stop),
             "router": lambda: self._consume([topics.CHANGES], ROUTER_GROUP, self._route),
             "ingest": lambda: self._consume([topics.INBOUND], INGEST_GROUP, self._ingest),
             "scheduler": self._schedule,
+            "sealer": self._seal,
+            "lifecycle": self._lifecycle,
         }
         for name in self.components:
             thread = threading.Thread(target=loops[name], name=f"stafett-{name}", daemon=True)
@@ -245,8 +263,7 @@ class Worker:
                 _log.exception("%s failed; restarting in %.1f s", group, backoff)
                 self._stop.wait(backoff)
 
-    @staticmethod
-    def _commit(consumer: Consumer, messages: list[Message]) -> None:
+    def _commit(self, consumer: Consumer, messages: list[Message]) -> None:
         consumer.commit(messages)
 
     # -- router -----------------------------------------------------------------------------
@@ -285,10 +302,10 @@ class Worker:
         dead: list[Record] = []
         with contextlib.suppress(EnvelopeError):
             CONSUMER_LAG.labels("ingest").set(_age(messages[-1].envelope()))
-        for message in messages:
-            result = self._apply_until_done(message)
-            if result is None:
-                raise ServiceUnavailable("stopping with messages not applied; they come again")
+        results = self._apply_until_done(messages)
+        if results is None:
+            raise ServiceUnavailable("stopping with messages not applied; they come again")
+        for message, result in zip(messages, results, strict=True):
             if result.outcome is IngestOutcome.APPLIED:
                 self.counters.add(applied=1)
             elif result.outcome is IngestOutcome.DUPLICATE:
@@ -299,18 +316,24 @@ class Worker:
             self.bus.publish_many(dead)
             self.counters.add(dead_lettered=len(dead))
 
-    def _apply_until_done(self, message: Message) -> IngestResult | None:
+    def _apply_until_done(self, messages: list[Message]) -> list[IngestResult] | None:
         backoff = 0.1
         while not self._stop.is_set():
             try:
-                return self.ingestor.apply(message)
+                # one transaction for the batch when every message applies
+                return self.ingestor.apply_many(messages)
             except ServiceUnavailable as exc:
-                # the database is down: this message waits (and its partition with it)
+                # the database is down: these messages wait (and their partitions with them)
                 self.counters.add(failures=1)
                 _log.warning("ingest waits %.1f s for the database: %s", backoff, exc)
                 self._stop.wait(backoff)
                 backoff = min(5.0, backoff * 2)
         return None
+
+    # -- audit sealer -------------------------------------------------------------------------
+    def _seal(self) -> None:
+        if self.sealer is not None:
+            self.sealer.run(self._stop, self.settings.audit_seal_interval_s)
 
     # -- scheduler --------------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -323,6 +346,12 @@ class Worker:
             policy=self.settings.consent_policy(),
         )
         scheduler.run(self._stop, self.settings.scheduler_interval_s)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def _lifecycle(self) -> None:
+        from service.lifecycle.worker import run_purges  # noqa: PLC0415
+
+        run_purges(self.settings, self.services.repository, self._stop)
 
 
 def _age(envelope: Envelope) -> float:

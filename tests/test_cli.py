@@ -162,7 +162,7 @@ def test_worker_drains_the_outbox_and_stops_on_sigterm(env: dict[str, str]) -> N
         process.terminate()
         out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
-    assert "relay, router, ingest, scheduler on the in-process bus" in out
+    assert "relay, router, ingest, scheduler, sealer, lifecycle on the in-process bus" in out
     assert "stafett worker: stopped" in out
 
 

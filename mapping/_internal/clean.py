@@ -39,7 +39,8 @@ def _clean(value: Any, path: str, problems: list[tuple[str, str]]) -> Any:
             if cleaned not in _EMPTY:
                 out[key] = cleaned
         system = out.get("system")
-        if system in _CHECKERS and "value" in out:
+        # a vendor may send any JSON here: a list as system was a TypeError, not a MappingError
+        if isinstance(system, str) and system in _CHECKERS and "value" in out:
             problem = _CHECKERS[system](out["value"])
             if problem:
                 problems.append((f"{path}.value", problem))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,11 +19,15 @@ from service.access import AccessPolicy, ScopeAccessPolicy
 from service.api.capability import capability_statement
 from service.api.deps import Services
 from service.api.fhir_routes import routes as fhir_routes
+from service.api.headers import SecurityHeadersMiddleware, with_cors
 from service.api.middleware import RequestContextMiddleware
+from service.api.openapi import openapi_document
 from service.api.outcomes import error_response
+from service.api.ratelimit import RateLimiter, RateLimitMiddleware
 from service.audit import AuditTrail
 from service.auth import DevIssuer, TokenVerifier
 from service.config import Settings
+from service.crypto import build_sealer, verify_keys
 from service.enforcement import ConsentAccessPolicy
 from service.errors import (
     BadRequest,
@@ -57,7 +62,8 @@ def build_services(settings: Settings, *, policy: AccessPolicy | None = None) ->
     """Build every long-lived object of the service from settings."""
     database = Database(settings.effective_database_url, pool_size=settings.database_pool_size)
     indexer = ResourceIndexer(base_url=settings.fhir_base)
-    store = SqlStore(indexer=indexer)
+    sealer = build_sealer(settings)  # encryption at rest (docs/security/encryption-at-rest.md)
+    store = SqlStore(indexer=indexer, sealer=sealer)
     audit = AuditTrail(
         database=database,
         store=store,
@@ -73,7 +79,7 @@ def build_services(settings: Settings, *, policy: AccessPolicy | None = None) ->
         base_url=settings.fhir_base,
         default_page_size=settings.default_page_size,
         max_page_size=settings.max_page_size,
-        outbox=Outbox(database) if settings.outbox else None,
+        outbox=Outbox(database, envelope=sealer.envelope) if settings.outbox else None,
     )
     dev_issuer = DevIssuer.load_or_create(settings.data_dir) if settings.dev_auth else None
     verifier = TokenVerifier(
@@ -147,6 +153,8 @@ def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None 
         services = build_services(settings, policy=policy)
         if services.database.is_sqlite or settings.auto_migrate:
             upgrade_database(services.database.engine)
+        # a missing or wrong encryption key stops the start, before anything is served
+        verify_keys(services.database, services.repository.store.sealer.envelope)
         app.state.services = services
         if settings.dev_auth:
             _log.warning("development token issuer is trusted (STAFETT_DEV_AUTH=1)")
@@ -224,6 +232,15 @@ def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None 
 
     install_web_pages(app)  # /dpo/ and /familie/ pages (service/web)
 
+    def fhir_openapi() -> dict[str, Any]:
+        # /openapi.json describes /fhir, whose plain routes FastAPI's generator cannot see
+        if app.openapi_schema is None:
+            services: Services = app.state.services
+            app.openapi_schema = openapi_document(services.repository.search_params())
+        return app.openapi_schema
+
+    app.openapi = fhir_openapi  # type: ignore[method-assign]
+
     # the base URL takes batch/transaction Bundles with or without the trailing slash
     bundle_route = next(route for route in fhir_routes if route.name == "bundle")
     fhir = Router(
@@ -234,6 +251,19 @@ def create_app(settings: Settings | None = None, *, policy: AccessPolicy | None 
         redirect_slashes=False,
     )
     tracing.configure(settings, service_name="stafett-api")  # only with STAFETT_OTEL_ENDPOINT
+    inner: ASGIApp = FhirDispatch(app, fhir)
+    if settings.rate_limit:
+        limiter = RateLimiter(
+            rate=settings.rate_limit_per_second,
+            burst=settings.rate_limit_burst,
+            anonymous_rate=settings.rate_limit_anonymous_per_second,
+            anonymous_burst=settings.rate_limit_anonymous_burst,
+        )
+        inner = RateLimitMiddleware(inner, limiter=limiter, state=app.state)
+    inner = with_cors(inner, allow_origins=settings.cors_allow_origins)  # none: no CORS at all
     return tracing.instrument(
-        RequestContextMiddleware(FhirDispatch(app, fhir), max_body_bytes=settings.max_request_bytes)
+        SecurityHeadersMiddleware(
+            RequestContextMiddleware(inner, max_body_bytes=settings.max_request_bytes),
+            hsts_seconds=settings.hsts_seconds,
+        )
     )

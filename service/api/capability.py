@@ -97,6 +97,31 @@ def build_capability_statement(*, fhir_base: str, search_params: Any) -> dict[st
                         "Answers a Parameters resource (permitted, basis, reason, consent, "
                         "decisionId). For the family, a DPO, and professionals who see the log."
                     ),
+                },
+                {
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                    "documentation": (
+                        "GET Patient/{id}/$everything[?_count=&_offset=&_type=]: every resource "
+                        "of the child's log the caller may read (searchset, paged), with the "
+                        "services and employees it refers to. The family's right of access; "
+                        "professionals get what the family's Consents let them read; entries "
+                        "hidden from guardians stay hidden from guardians; 404 for a caller who "
+                        "may not see the child."
+                    ),
+                },
+            ]
+        if resource_type == "CarePlan":
+            resource["operation"] = [
+                {
+                    "name": "close",
+                    "definition": "https://stafett.no/fhir/OperationDefinition/careplan-close",
+                    "documentation": (
+                        "POST CarePlan/{id}/$close [Parameters date]: BTI outcome a, in one "
+                        "transaction: the open level Task gets the outcome close, the CareTeam "
+                        "becomes inactive, the CarePlan completed with period.end (which starts "
+                        "the retention clock). Decided by consent like the writes it makes."
+                    ),
                 }
             ]
         resources.append(resource)

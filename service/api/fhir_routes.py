@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -16,12 +17,15 @@ from starlette.routing import Route
 
 from service.api import render
 from service.api.deps import Services, repository_for, services_of
+from service.api.limits import check_bundle_entries, check_json_depth, check_search_size
 from service.api.outcomes import FHIR_JSON, outcome_bytes
 from service.bundles import process_bundle
 from service.errors import BadRequest, Issue, NotAcceptable, UnsupportedMediaType
 from service.fhir.validation import parse_json
 from service.identifiers import is_valid_orgnr
-from service.repository import FhirRepository, WriteResult
+from service.lifecycle.closing import close_log
+from service.lifecycle.everything import everything, everything_bundle
+from service.repository import FhirRepository, WriteResult, is_valid_id
 from service.search.values import InvalidDate, parse_date_range
 from service.storage.store import StoredResource
 
@@ -82,7 +86,9 @@ async def _json_body(request: Request, *, patch: bool = False) -> Any:
         raise UnsupportedMediaType(
             f"Content-Type '{content_type or 'none'}' is not accepted; send " + " or ".join(allowed)
         )
-    return parse_json(await request.body())
+    body = parse_json(await request.body())
+    check_json_depth(body, max_depth=services_of(request).settings.max_json_depth)
+    return body
 
 
 def _resource_headers(stored: StoredResource, fhir_base: str) -> dict[str, str]:
@@ -148,12 +154,22 @@ async def bundle(request: Request) -> Response:
     repo = repository_for(request, services)
     _negotiate(request)
     body = await _json_body(request)
+    check_bundle_entries(body, max_entries=services.settings.max_bundle_entries)
     result = await _in_thread(process_bundle, repo, body, services.settings.fhir_base)
     return Response(result, media_type=FHIR_JSON)
 
 
 async def _in_thread(func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     return await run_in_threadpool(func, *args, **kwargs)
+
+
+def _check_criteria(services: Services, criteria: str) -> None:
+    settings = services.settings
+    check_search_size(
+        parse_qsl(criteria.lstrip("?"), keep_blank_values=True),
+        max_params=settings.max_search_params,
+        max_values=settings.max_search_values,
+    )
 
 
 def _search_response(
@@ -163,6 +179,10 @@ def _search_response(
     resource_type: str,
     pairs: list[tuple[str, str]],
 ) -> Response:
+    settings = services.settings
+    check_search_size(
+        pairs, max_params=settings.max_search_params, max_values=settings.max_search_values
+    )
     query = repo.parse_search(resource_type, pairs, strict=_prefer_strict(request))
     result = repo.search(query)
     body = render.search_bundle(
@@ -209,11 +229,14 @@ async def create(request: Request, resource_type: str) -> Response:
     repo = repository_for(request, services)
     _negotiate(request)
     body = await _json_body(request)
+    if_none_exist = request.headers.get("if-none-exist")
+    if if_none_exist:
+        _check_criteria(services, if_none_exist)
     result = await _in_thread(
         repo.create,
         resource=body,
         resource_type=resource_type,
-        if_none_exist=request.headers.get("if-none-exist"),
+        if_none_exist=if_none_exist,
     )
     return _write_response(request, result, services.settings.fhir_base)
 
@@ -265,6 +288,54 @@ def consent_status(request: Request, *, id: str) -> Response:
         parameters.append({"name": "organization", "valueString": organization})
     body = orjson.dumps({"resourceType": "Parameters", "parameter": parameters})
     return Response(body, media_type=FHIR_JSON)
+
+
+@_route("/Patient/{id}/$everything", "GET")
+def patient_everything(request: Request, *, id: str) -> Response:
+    """Everything the caller may see about the child, paged (the family's right of access)."""
+    services = services_of(request)
+    repo = repository_for(request, services)
+    _negotiate(request)
+    params = request.query_params
+    count_text = params.get("_count", str(services.settings.default_page_size))
+    offset_text = params.get("_offset", "0")
+    if not count_text.isdigit() or not offset_text.isdigit() or int(count_text) < 1:
+        raise BadRequest("_count must be a positive integer and _offset a non-negative one")
+    types = [t.strip() for t in params.get("_type", "").split(",") if t.strip()]
+    page = everything(
+        repo,
+        patient_id=id,
+        count=min(int(count_text), services.settings.max_page_size),
+        offset=int(offset_text),
+        types=types or None,
+    )
+    body = everything_bundle(fhir_base=services.settings.fhir_base, patient_id=id, page=page)
+    return Response(body, media_type=FHIR_JSON)
+
+
+@_route("/CarePlan/{id}/$close", "POST")
+async def careplan_close(request: Request, *, id: str) -> Response:
+    """Close a log (BTI outcome a) in one transaction; optional Parameters `date`."""
+    services = services_of(request)
+    repo = repository_for(request, services)
+    _negotiate(request)
+    closed: datetime | None = None
+    if await request.body():
+        body = await _json_body(request)
+        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+            raise BadRequest("$close takes an optional Parameters resource")
+        for parameter in body.get("parameter") or ():
+            value = parameter.get("valueDateTime") if isinstance(parameter, dict) else None
+            if parameter.get("name") == "date" and isinstance(value, str):
+                try:
+                    closed = datetime.fromisoformat(value)
+                except ValueError as exc:
+                    raise BadRequest(f"date must be a FHIR dateTime with a zone: {exc}") from exc
+                if closed.tzinfo is None:
+                    raise BadRequest("date must carry a time zone")
+    stored = await _in_thread(close_log, repo, careplan_id=id, closed=closed)
+    headers = _resource_headers(stored, services.settings.fhir_base)
+    return Response(render.resource_bytes(stored), headers=headers, media_type=FHIR_JSON)
 
 
 def _history_response(request: Request, resource_type: str, id: str | None) -> Response:
@@ -326,6 +397,7 @@ async def update_conditional(request: Request, resource_type: str) -> Response:
     criteria = request.url.query
     if not criteria:
         raise BadRequest(f"PUT {resource_type} needs search criteria (conditional update)")
+    _check_criteria(services, criteria)
     body = await _json_body(request)
     result = await _in_thread(
         repo.update_conditional, resource_type=resource_type, criteria=criteria, resource=body
@@ -372,6 +444,9 @@ def delete(request: Request, resource_type: str, id: str) -> Response:
     """Delete; later reads answer 410 Gone."""
     services = services_of(request)
     repo = repository_for(request, services)
+    if not is_valid_id(id):
+        # as read and update answer (found by schemathesis: a malformed id was deleted, 204)
+        raise BadRequest(f"'{id}' is not a valid FHIR id (1-64 characters of A-Z a-z 0-9 - .)")
     tombstone = repo.delete(resource_type=resource_type, id=id)
     headers = {"ETag": render.etag(tombstone)} if tombstone is not None else {}
     return Response(status_code=204, headers=headers)

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.outcomes import FHIR_JSON, outcome_bytes
-from service.errors import Issue
+from service.errors import Issue, PayloadTooLarge
 from service.logs import request_id_var
 from service.metrics import REQUEST_SECONDS, REQUESTS, interaction_of
 
@@ -24,8 +24,11 @@ _log = logging.getLogger("stafett.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(PayloadTooLarge):
+    # a FhirError, so a router that turns every exception into a response (FhirDispatch, the
+    # FastAPI handlers) answers 413 for a chunked body that crosses the limit, not 500
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than the limit of {limit} bytes")
 
 
 class RequestContextMiddleware:
@@ -96,7 +99,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_body_bytes)
             return message
 
         return limited_receive

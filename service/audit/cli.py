@@ -4,6 +4,8 @@ who-saw: who read or wrote a child's log (by fødselsnummer), when, on which con
 denied: refused attempts across all children since a date.
 export: the family's access report as CSV or JSON.
 The CLI reads through the repository as a data protection officer, so each look is audited.
+verify, seal, public-key: the tamper-evident chain (service/audit/chain.py); these read ids and
+hashes only, never the content of the log.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import select
 
 from service.access import RequestContext
@@ -48,6 +51,35 @@ def add_audit_parser(subparsers: Any) -> None:
     export.add_argument("--patient", required=True, metavar="FNR")
     export.add_argument("--format", choices=("csv", "json"), required=True)
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    verify = sub.add_parser(
+        "verify", help="check the audit chain: name every changed, deleted or inserted record"
+    )
+    verify.add_argument(
+        "--public-key",
+        action="append",
+        type=Path,
+        metavar="PEM",
+        help="accept checkpoints signed by this Ed25519 public key (repeat); default: the "
+        "configured signing key's and STAFETT_AUDIT_VERIFY_KEYS",
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument(
+        "--grace",
+        type=float,
+        metavar="SECONDS",
+        help="unsealed AuditEvents older than this are suspect "
+        "(default: STAFETT_AUDIT_SEAL_GRACE_S)",
+    )
+    verify.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="SEQ:HASH",
+        help="a checkpoint recorded outside the database (the sealer logs them); repeat",
+    )
+    verify.add_argument("--strict", action="store_true", help="warnings fail too")
+    sub.add_parser("seal", help="chain every unsealed AuditEvent now and sign a checkpoint")
+    sub.add_parser("public-key", help="print the public key of the audit signing key (PEM)")
 
 
 def _dpo_principal() -> Principal:
@@ -96,6 +128,8 @@ def _events(repo: FhirRepository, params: list[tuple[str, str]]) -> list[dict[st
 
 def run_audit(args: argparse.Namespace, settings: Settings) -> int:
     """Answer one DPO question; return the exit code."""
+    if args.audit_command in ("verify", "seal", "public-key"):
+        return _run_chain(args, settings)
     from service.api.app import build_services  # noqa: PLC0415  (keeps `stafett token` fast)
 
     services = build_services(settings)
@@ -150,3 +184,81 @@ def _rows(repo: FhirRepository, args: argparse.Namespace) -> list[AccessRow] | N
             return []
         params.append(("patient", ",".join(patients)))
     return [row_from_event(event) for event in _events(repo, params)]
+
+
+def _run_chain(args: argparse.Namespace, settings: Settings) -> int:
+    """Run `stafett audit verify | seal | public-key`; return the exit code."""
+    # imported here: `stafett audit who-saw` need not load the chain and its crypto
+    from service.audit.chain import AuditSealer, SealerLeadership  # noqa: PLC0415
+    from service.audit.keys import (  # noqa: PLC0415
+        AuditKeyError,
+        load_signing_key,
+        public_pem,
+        verification_keys,
+    )
+    from service.audit.verify import verify_chain  # noqa: PLC0415
+    from service.storage.database import Database  # noqa: PLC0415
+    from service.storage.migrations import upgrade_database  # noqa: PLC0415
+
+    try:
+        if args.audit_command == "public-key":
+            sys.stdout.write(public_pem(load_signing_key(settings).public_key()))
+            return 0
+        expect = _expectations(args.expect) if args.audit_command == "verify" else {}
+        keys = (
+            verification_keys(settings, args.public_key or ())
+            if args.audit_command == "verify"
+            else {}
+        )
+        signing_key = load_signing_key(settings) if args.audit_command == "seal" else None
+    except (AuditKeyError, ValueError) as exc:
+        print(f"stafett audit: error: {exc}", file=sys.stderr)
+        return 2
+    database = Database(settings.effective_database_url)
+    try:
+        if database.is_sqlite:
+            upgrade_database(database.engine)
+        if signing_key is not None:
+            with SealerLeadership(database) as leader:
+                if not leader.held:
+                    print("stafett audit: a worker's sealer is running; it seals continuously")
+                    return 0
+                sealer = AuditSealer(
+                    database=database,
+                    signing_key=signing_key,
+                    lookback_s=settings.audit_seal_lookback_s,
+                )
+                result = sealer.seal_pending()
+            print(
+                f"sealed {result.sealed} AuditEvents and {result.redactions} redactions; "
+                f"chain head seq {result.head_seq}, signed by key {sealer.key_id}"
+            )
+            return 0
+        report = verify_chain(
+            database,
+            keys=keys,
+            grace_s=settings.audit_seal_grace_s if args.grace is None else args.grace,
+            expect=expect,
+        )
+    except FhirError as exc:
+        print(f"stafett audit: error: {exc.diagnostics}", file=sys.stderr)
+        return 1
+    finally:
+        database.dispose()
+    if args.json:
+        sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write("\n".join(report.lines()) + "\n")
+    return 0 if report.ok and not (args.strict and report.warnings) else 1
+
+
+def _expectations(values: list[str]) -> dict[int, bytes]:
+    expect: dict[int, bytes] = {}
+    for value in values:
+        seq, _, digest = value.partition(":")
+        try:
+            expect[int(seq)] = bytes.fromhex(digest)
+        except ValueError as exc:
+            raise ValueError(f"--expect {value!r}: want SEQ:HEXHASH") from exc
+    return expect

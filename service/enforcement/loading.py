@@ -140,12 +140,23 @@ def load_logs(conn: Connection, patient_ids: Iterable[str]) -> dict[str, ChildLo
     return logs
 
 
-def patients_of(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """Return the child of each (type, id), from the index (for Provenance targets)."""
+def patients_of(
+    conn: Connection,
+    keys: Iterable[tuple[str, str]],
+    written: Mapping[tuple[str, str], str] | None = None,
+) -> dict[tuple[str, str], str]:
+    """Return the child of each (type, id), from the index (for Provenance targets).
+
+    `written` holds what the open transaction wrote itself, with its child: a Provenance of
+    a Task written in the same transaction needs no query.
+    """
     found: dict[tuple[str, str], str] = {}
     for resource_type, resource_id in keys:
         if resource_type == "Patient":
             found[(resource_type, resource_id)] = resource_id
+            continue
+        if written is not None and (resource_type, resource_id) in written:
+            found[(resource_type, resource_id)] = written[(resource_type, resource_id)]
             continue
         stmt = select(search_reference.c.target_id).where(
             search_reference.c.resource_type == resource_type,
@@ -160,7 +171,11 @@ def patients_of(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple
 
 
 def child_of(
-    conn: Connection, resource_type: str, data: Mapping[str, Any], base_url: str
+    conn: Connection,
+    resource_type: str,
+    data: Mapping[str, Any],
+    base_url: str,
+    written: Mapping[tuple[str, str], str] | None = None,
 ) -> str | None:
     """Return the id of the child whose log holds this resource, or None if in no log."""
     if resource_type not in LOG_TYPES:
@@ -168,7 +183,7 @@ def child_of(
     direct = patient_in(resource_type, data, base_url)
     if direct is not None:
         return direct
-    found = patients_of(conn, linked_references(resource_type, data, base_url))
+    found = patients_of(conn, linked_references(resource_type, data, base_url), written)
     return next(iter(found.values()), None)
 
 

@@ -59,6 +59,8 @@ class _RequestState:
     def __init__(self) -> None:
         self.actor: Actor | None = None
         self.logs: dict[str, ChildLog | None] = {}
+        # the request's write count when each log was loaded (see `writes_made`)
+        self.loaded_at: dict[str, int] = {}
         self.now = datetime.now(UTC)
 
 
@@ -121,11 +123,17 @@ class ConsentAccessPolicy:
         self, ctx: RequestContext, conn: Connection, patient_ids: set[str], *, fresh: bool
     ) -> dict[str, ChildLog | None]:
         state = self._state(ctx)
-        wanted = patient_ids if fresh else {p for p in patient_ids if p not in state.logs}
+        if fresh:
+            # loaded since the request's last write: still the state that write left
+            writes = ctx.writes_made()
+            wanted = {p for p in patient_ids if state.loaded_at.get(p) != writes}
+        else:
+            wanted = {p for p in patient_ids if p not in state.logs}
         if wanted:
             loaded = self._cache.logs(conn, wanted)
             for patient_id in wanted:
                 state.logs[patient_id] = loaded.get(patient_id)
+                state.loaded_at[patient_id] = ctx.writes_made()
         return {p: state.logs.get(p) for p in patient_ids}
 
     # -- the seam ---------------------------------------------------------------------------
@@ -350,7 +358,7 @@ class ConsentAccessPolicy:
     def _patient(
         self, ctx: RequestContext, conn: Connection, resource_type: str, data: Mapping[str, Any]
     ) -> str | None:
-        return child_of(conn, resource_type, data, self._base_url)
+        return child_of(conn, resource_type, data, self._base_url, ctx.written_children())
 
 
 def _with_stored_consent(

@@ -74,6 +74,21 @@ def _shape_issues(value: Any, path: str, depth: int = 0) -> list[Issue]:
     return issues
 
 
+def _has_nul(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def validate_resource(data: Any, *, expected_type: str | None = None) -> str:
     """Check that data is a valid R4 resource Stafett stores; return its resourceType."""
     if not isinstance(data, Mapping):
@@ -90,6 +105,9 @@ def validate_resource(data: Any, *, expected_type: str | None = None) -> str:
             raise BadRequest(f"{resource_type} resources are written by Stafett only")
         raise BadRequest(f"Resource type '{resource_type}' is not supported by this server")
     issues = _shape_issues(data, resource_type)
+    if _has_nul(data):
+        # PostgreSQL cannot store U+0000 in JSONB or text: refused here, or the write is a 500
+        issues.append(Issue("structure", "Strings must not contain NUL (U+0000) characters"))
     issues.extend(
         Issue("structure", problem.message, expression=(problem.location,))
         for problem in check_primitive_types(data)

@@ -18,8 +18,11 @@ from sqlalchemy import Connection, delete, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bus import Bus, BusError, Record
+from service.crypto.envelope import TEXT_PREFIX, Envelope
+from service.crypto.errors import KeyUnavailable
 from service.errors import ServiceUnavailable
 from service.metrics import WORKER_EVENTS
+from service.outbox.writer import outbox_context
 from service.search.values import now_micros
 from service.storage.database import Database
 from service.storage.schema import outbox
@@ -52,9 +55,11 @@ class OutboxRelay:
         poll_interval_s: float = 0.02,
         max_backoff_s: float = 5.0,
         retention_s: float = 7 * 24 * 3600,
+        envelope: Envelope | None = None,
     ) -> None:
         self._database = database
         self._bus = bus
+        self._envelope = envelope  # opens values the writer sealed (encryption at rest)
         self._batch_size = batch_size
         self._poll_s = poll_interval_s
         self._max_backoff_s = max_backoff_s
@@ -74,14 +79,19 @@ class OutboxRelay:
         """Publish one batch of unsent rows and mark them sent; return how many."""
         with self._database.read() as conn:
             rows = conn.execute(
-                select(outbox.c.seq, outbox.c.topic, outbox.c.key, outbox.c.value)
+                select(
+                    outbox.c.seq, outbox.c.topic, outbox.c.key, outbox.c.value, outbox.c.event_id
+                )
                 .where(outbox.c.sent_at.is_(None))
                 .order_by(outbox.c.seq)
                 .limit(self._batch_size)
             ).all()
         if not rows:
             return 0
-        records = [Record(topic, key, value.encode()) for _seq, topic, key, value in rows]
+        records = [
+            Record(topic, key, self._value(value, event_id))
+            for _seq, topic, key, value, event_id in rows
+        ]
         self._bus.publish_many(records)  # raises before anything is marked
         with self._database.write() as conn:
             conn.execute(
@@ -94,6 +104,13 @@ class OutboxRelay:
             self._batches += 1
         WORKER_EVENTS.labels("published").inc(len(rows))
         return len(rows)
+
+    def _value(self, value: str, event_id: str) -> bytes:
+        if not value.startswith(TEXT_PREFIX):
+            return value.encode()
+        if self._envelope is None:
+            raise KeyUnavailable("outbox rows are encrypted but encryption at rest is off")
+        return self._envelope.open_text(value, context=outbox_context(event_id))
 
     def purge(self) -> int:
         """Delete rows sent longer ago than the retention; return how many."""

@@ -8,11 +8,18 @@ import orjson
 from sqlalchemy import Connection, func, insert, select, text
 
 from bus import Record
+from service.crypto.envelope import Envelope
 from service.search.values import now_micros
 from service.storage.database import Database
 from service.storage.schema import outbox
 
-__all__ = ["Outbox", "backlog"]
+__all__ = ["Outbox", "backlog", "outbox_context"]
+
+
+def outbox_context(event_id: str) -> str:
+    """Return the encryption context of an outbox row's value."""
+    return f"outbox/{event_id}"
+
 
 _PG_LOCK_AND_INSERT = text(
     """
@@ -33,8 +40,11 @@ ORDER BY r.n"""
 class Outbox:
     """Adds events to the outbox with the caller's transaction, in commit order per key."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, envelope: Envelope | None = None) -> None:
         self._database = database
+        # change events carry the resource, sealed fields included: encrypted at rest here,
+        # opened by the relay just before publishing to the (permitted) consumers
+        self._envelope = envelope
 
     def add(self, conn: Connection, records: Sequence[tuple[str, Record]]) -> None:
         """Store (event id, record) pairs; they commit or roll back with the transaction.
@@ -46,12 +56,15 @@ class Outbox:
         if not records:
             return
         created = now_micros()
+        envelope = self._envelope
         rows = [
             {
                 "event_id": event_id,
                 "topic": record.topic,
                 "key": record.key,
-                "value": record.value.decode(),
+                "value": record.value.decode()
+                if envelope is None
+                else envelope.seal_text(record.value, context=outbox_context(event_id)),
                 "created_at": created,
             }
             for event_id, record in records

@@ -123,6 +123,9 @@ def parse_search(
     query = SearchQuery(resource_type=resource_type, count=default_count)
     type_params = known.get(resource_type, {})
     for raw_name, given_value in params:
+        if "\x00" in raw_name or "\x00" in given_value:
+            # PostgreSQL text cannot hold NUL: without this the database refuses the query (500)
+            raise BadRequest("Search parameters must not contain NUL characters")
         name, raw_value = raw_name, given_value
         if raw_name.startswith(("_include:", "_revinclude:")):
             name, _, flag = raw_name.partition(":")

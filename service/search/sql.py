@@ -350,6 +350,7 @@ def page_statement(
             resources.c.last_updated,
             resources.c.deleted,
             resources.c.content,
+            resources.c.sealed,
             *([page.c.total] if with_total else []),
         )
         .join(

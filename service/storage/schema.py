@@ -15,6 +15,7 @@ from sqlalchemy import (
     Dialect,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -27,7 +28,11 @@ from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
 __all__ = [
     "INDEX_TABLES",
     "JsonDocument",
+    "audit_chain",
+    "audit_checkpoint",
+    "audit_redaction",
     "delivery_state",
+    "encryption_keys",
     "inbound_applied",
     "metadata",
     "outbox",
@@ -118,6 +123,10 @@ resources = Table(
     # JSON of the current version; the last live version is kept for a deleted resource so that
     # history stays complete, but reads answer 410 Gone.
     Column("content", JsonDocument, nullable=False),
+    # the version's encrypted fields (service/crypto) and the id of the key that wraps them;
+    # sealed_key "-" marks sensitive fields stored in clear, waiting for `stafett keys rotate`
+    Column("sealed", LargeBinary, nullable=True),
+    Column("sealed_key", String(64), nullable=True),
     Index(None, "resource_type", "last_updated"),
     # Lets PostgreSQL filter, count and sort matches with index-only scans and read the wide
     # JSON rows of one page only.
@@ -139,6 +148,8 @@ resource_history = Table(
     Column("deleted", Boolean, nullable=False),
     Column("method", String(8), nullable=False),
     Column("content", JsonDocument, nullable=True),
+    Column("sealed", LargeBinary, nullable=True),
+    Column("sealed_key", String(64), nullable=True),
     Index(None, "last_updated"),
     Index(None, "resource_type", "last_updated"),
 )
@@ -259,4 +270,60 @@ delivery_state = Table(
     Column("permitted", Boolean, nullable=False),
     Column("consent_id", String(64), nullable=True),
     Column("updated_at", BigInteger, nullable=False),
+)
+
+
+# -- the tamper-evident audit chain (service/audit/chain.py, docs/security/audit-chain.md) -------
+
+# One row per sealed AuditEvent (kind "audit") or lawful deletion of one (kind "redaction"), in
+# the single order the sealer appended them: chain_hash = SHA-256 over the previous entry's
+# chain_hash and this entry's fields, content_hash = SHA-256 of the canonical JSON sealed.
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+    Column("sealed_at", BigInteger, nullable=False),
+    Column("content_hash", LargeBinary, nullable=False),
+    Column("chain_hash", LargeBinary, nullable=False),
+    # the sealer's anti-join ("not yet chained") and verify's lookups; unique: sealed once
+    Index("ux_audit_chain_resource_id_kind", "resource_id", "kind", unique=True),
+)
+
+# Ed25519 signatures over (seq, chain_hash, signed_at, prev_seq, key_id), every N entries or T
+# seconds; the private key is never in the database.
+audit_checkpoint = Table(
+    "audit_checkpoint",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("prev_seq", BigInteger, nullable=False),
+    Column("chain_hash", LargeBinary, nullable=False),
+    Column("signed_at", BigInteger, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+)
+
+# AuditEvents deleted lawfully (data lifecycle): the row goes, its chain entry stays, and this
+# record, itself chained by the sealer, says why.
+audit_redaction = Table(
+    "audit_redaction",
+    metadata,
+    Column("resource_id", String(64), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("redacted_at", BigInteger, nullable=False),
+    Index(None, "redacted_at"),
+)
+
+# Key encryption keys the database holds data under. At start every process opens each
+# unretired key's probe, so a missing or wrong key stops it before it serves or writes anything.
+encryption_keys = Table(
+    "encryption_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    # a small value sealed under the key: opening it proves the configured key is the right one
+    Column("probe", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("retired_at", BigInteger, nullable=True),
 )

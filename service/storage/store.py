@@ -6,6 +6,7 @@ database transaction (a FHIR transaction Bundle, or later the audit and outbox r
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,6 +16,9 @@ import orjson
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, text, update
 from sqlalchemy.sql import Select
 
+from service.crypto.errors import CryptoError
+from service.crypto.fields import FieldSealer
+from service.errors import StoredDataUnreadable
 from service.search.extract import IndexRows, ResourceIndexer
 from service.storage.schema import (
     resource_history,
@@ -71,6 +75,8 @@ class HistoryPage:
     total: int
 
 
+# Rows are read as (type, id, version, lastUpdated, deleted, content, sealed[, method]):
+# `sealed` is NULL unless the version has encrypted fields (service/crypto/fields.py).
 _RESOURCE_COLUMNS = (
     resources.c.resource_type,
     resources.c.id,
@@ -78,14 +84,15 @@ _RESOURCE_COLUMNS = (
     resources.c.last_updated,
     resources.c.deleted,
     resources.c.content,
+    resources.c.sealed,
 )
 _READ_CURRENT = text(
-    "SELECT resource_type, id, version_id, last_updated, deleted, CAST(content AS TEXT)"
+    "SELECT resource_type, id, version_id, last_updated, deleted, CAST(content AS TEXT), sealed"
     " FROM resources WHERE resource_type = :resource_type AND id = :id"
 )
 _READ_VERSION = text(
-    "SELECT resource_type, id, version_id, last_updated, deleted, CAST(content AS TEXT), method"
-    " FROM resource_history"
+    "SELECT resource_type, id, version_id, last_updated, deleted, CAST(content AS TEXT), sealed,"
+    " method FROM resource_history"
     " WHERE resource_type = :resource_type AND id = :id AND version_id = :version_id"
 )
 _HISTORY_COLUMNS = (
@@ -95,6 +102,7 @@ _HISTORY_COLUMNS = (
     resource_history.c.last_updated,
     resource_history.c.deleted,
     resource_history.c.content,
+    resource_history.c.sealed,
     resource_history.c.method,
 )
 
@@ -102,8 +110,10 @@ _HISTORY_COLUMNS = (
 class SqlStore:
     """Reads and writes resource versions and keeps the search index in step."""
 
-    def __init__(self, *, indexer: ResourceIndexer) -> None:
+    def __init__(self, *, indexer: ResourceIndexer, sealer: FieldSealer | None = None) -> None:
         self.indexer = indexer
+        # without an envelope the sensitive fields stay in clear, marked for `keys rotate`
+        self.sealer = sealer or FieldSealer(None)
         # The hottest statements are pre-built text: a select() construct spends more CPU on
         # its cache key at every execution than the primary-key lookup costs the database.
         self._read_stmt = _READ_CURRENT
@@ -112,7 +122,32 @@ class SqlStore:
     def read(self, conn: Connection, *, resource_type: str, id: str) -> StoredResource | None:
         """Return the current version (possibly a tombstone) or None."""
         row = conn.execute(self._read_stmt, {"resource_type": resource_type, "id": id}).first()
-        return StoredResource(*row) if row is not None else None
+        return self.load(row) if row is not None else None
+
+    def load(self, row: Sequence[Any], method: str | None = None) -> StoredResource:
+        """Build a version from (type, id, version, lastUpdated, deleted, content, sealed)."""
+        content = row[5]
+        if row[6] is not None:
+            content = self._open(row[0], row[1], content, bytes(row[6]))
+        return StoredResource(row[0], row[1], row[2], row[3], row[4], content, method)
+
+    def _open(self, resource_type: str, id: str, content: str, sealed: bytes) -> str:
+        try:
+            return self.sealer.merge(resource_type, id, content, sealed)
+        except CryptoError as exc:
+            # never serve a version whose encrypted part is missing or altered
+            raise StoredDataUnreadable(
+                f"{resource_type}/{id} cannot be decrypted: {exc}; the operators have been told"
+            ) from exc
+
+    def _seal(
+        self, resource_type: str, id: str, content: str, data: dict[str, Any]
+    ) -> tuple[str, dict[str, Any], bytes | None, str | None]:
+        """Return the JSON and data to store and index, the sealed fields and their key id."""
+        split = self.sealer.split(resource_type, id, content, data)
+        if split is None:
+            return content, data, None, None
+        return split.content, split.data, split.sealed, split.key_id
 
     def read_many(
         self,
@@ -134,7 +169,7 @@ class SqlStore:
             )
             if not include_deleted:
                 stmt = stmt.where(resources.c.deleted.is_(False))
-            found.extend(StoredResource(*row) for row in conn.execute(stmt))
+            found.extend(self.load(row) for row in conn.execute(stmt))
         return found
 
     def vread(
@@ -144,7 +179,7 @@ class SqlStore:
         row = conn.execute(
             self._vread_stmt, {"resource_type": resource_type, "id": id, "version_id": version_id}
         ).first()
-        return StoredResource(*row) if row is not None else None
+        return self.load(row, row[7]) if row is not None else None
 
     def lock_current(
         self, conn: Connection, *, resource_type: str, id: str
@@ -156,7 +191,7 @@ class SqlStore:
             .with_for_update()
         )
         row = conn.execute(stmt).first()
-        return StoredResource(*row) if row is not None else None
+        return self.load(row) if row is not None else None
 
     def write(
         self,
@@ -171,7 +206,11 @@ class SqlStore:
         method: str,
         previous_version: int | None,
     ) -> None:
-        """Store a new live version, its history row and its index rows."""
+        """Store a new live version, its history row and its index rows.
+
+        Sealed fields are taken out first, so neither the stored JSON nor the index sees them.
+        """
+        content, data, sealed, sealed_key = self._seal(resource_type, id, content, data)
         values = {
             "resource_type": resource_type,
             "id": id,
@@ -179,6 +218,8 @@ class SqlStore:
             "last_updated": last_updated,
             "deleted": False,
             "content": content,
+            "sealed": sealed,
+            "sealed_key": sealed_key,
         }
         if conn.dialect.name == "postgresql":
             self._write_postgres(conn, values, method, previous_version, self.indexer.index(data))
@@ -219,18 +260,23 @@ class SqlStore:
         # and dumping it again.
         parts = []
         for item in items:
-            rows = self.indexer.index(item.data)
+            content, data, sealed, sealed_key = self._seal(
+                resource_type, item.id, item.content, item.data
+            )
+            rows = self.indexer.index(data)
             head = orjson.dumps(
                 {
                     "id": item.id,
                     "lu": item.last_updated,
+                    "sb": base64.b64encode(sealed).decode() if sealed is not None else None,
+                    "sk": sealed_key,
                     "t": [{"p": p, "s": s, "c": c} for p, s, c in set(rows.tokens)],
                     "s": [{"p": p, "n": n, "e": e} for p, n, e in set(rows.strings)],
                     "d": [{"p": p, "l": lo, "h": hi} for p, lo, hi in set(rows.dates)],
                     "r": [{"p": p, "t": t, "i": i, "u": u} for p, t, i, u in set(rows.references)],
                 }
             ).decode()
-            parts.append(f'{head[:-1]},"c":{item.content}}}')
+            parts.append(f'{head[:-1]},"c":{content}}}')
         written = conn.execute(
             _PG_CREATE_MANY, {"rt": resource_type, "doc": "[" + ",".join(parts) + "]"}
         ).scalar_one()
@@ -262,6 +308,8 @@ class SqlStore:
             "v": values["version_id"],
             "lu": values["last_updated"],
             "content": values["content"],
+            "sealed": values["sealed"],
+            "skey": values["sealed_key"],
             "method": method,
             "prev": previous_version,
             "idx": index_rows,
@@ -286,11 +334,14 @@ class SqlStore:
             "version_id": version_id,
             "last_updated": last_updated,
             "deleted": True,
-            # keep the last live JSON in the current row; history holds the empty tombstone
-            "content": current.content,
         }
+        # the current row keeps the last live version's stored JSON and seal untouched (the
+        # `current` given here is decrypted and must not be written back)
         self._update_current(conn, values, current.version_id)
-        conn.execute(insert(resource_history), {**values, "content": None, "method": "DELETE"})
+        conn.execute(
+            insert(resource_history),
+            {**values, "content": None, "sealed": None, "sealed_key": None, "method": "DELETE"},
+        )
         self._delete_index(conn, current.resource_type, current.id)
         return version_id
 
@@ -305,10 +356,7 @@ class SqlStore:
                 resources.c.version_id == previous_version,
             )
             .values(
-                version_id=values["version_id"],
-                last_updated=values["last_updated"],
-                deleted=values["deleted"],
-                content=values["content"],
+                {key: value for key, value in values.items() if key not in ("resource_type", "id")}
             )
         )
         if conn.execute(stmt).rowcount != 1:
@@ -399,7 +447,7 @@ class SqlStore:
             .limit(count)
             .offset(offset)
         )
-        entries = [StoredResource(*row) for row in conn.execute(stmt)]
+        entries = [self.load(row, row[7]) for row in conn.execute(stmt)]
         return HistoryPage(entries=entries, total=int(total))
 
 
@@ -422,18 +470,22 @@ _PG_INDEX_INSERTS = """
 """
 _PG_HISTORY_INSERT = """
   hist AS (INSERT INTO resource_history (resource_type, id, version_id, last_updated, deleted,
-                                         method, content)
-           VALUES (:rt, :id, :v, :lu, false, :method, CAST(:content AS jsonb))),
+                                         method, content, sealed, sealed_key)
+           VALUES (:rt, :id, :v, :lu, false, :method, CAST(:content AS jsonb), :sealed, :skey)),
 """
 _PG_CREATE_MANY = text(
     """
 WITH ev AS (SELECT * FROM jsonb_to_recordset(CAST(:doc AS jsonb))
-            AS e(id text, lu bigint, c jsonb, t jsonb, s jsonb, d jsonb, r jsonb)),
-  cur AS (INSERT INTO resources (resource_type, id, version_id, last_updated, deleted, content)
-          SELECT :rt, ev.id, 1, ev.lu, false, ev.c FROM ev RETURNING 1),
+            AS e(id text, lu bigint, c jsonb, sb text, sk text, t jsonb, s jsonb, d jsonb,
+                 r jsonb)),
+  cur AS (INSERT INTO resources (resource_type, id, version_id, last_updated, deleted, content,
+                                 sealed, sealed_key)
+          SELECT :rt, ev.id, 1, ev.lu, false, ev.c, decode(ev.sb, 'base64'), ev.sk FROM ev
+          RETURNING 1),
   hist AS (INSERT INTO resource_history (resource_type, id, version_id, last_updated, deleted,
-                                         method, content)
-           SELECT :rt, ev.id, 1, ev.lu, false, 'POST', ev.c FROM ev),
+                                         method, content, sealed, sealed_key)
+           SELECT :rt, ev.id, 1, ev.lu, false, 'POST', ev.c, decode(ev.sb, 'base64'), ev.sk
+           FROM ev),
   tok AS (INSERT INTO search_token (resource_type, resource_id, param, system, code)
           SELECT :rt, ev.id, x.p, x.s, x.c
           FROM ev, jsonb_to_recordset(ev.t) AS x(p text, s text, c text)),
@@ -455,14 +507,15 @@ SELECT count(*) FROM cur"""
 # S608: these are constant strings joined at import; every value is a bound parameter.
 _PG_CREATE = text(
     "WITH cur AS (INSERT INTO resources (resource_type, id, version_id, last_updated, deleted,"  # noqa: S608
-    " content) VALUES (:rt, :id, :v, :lu, false, CAST(:content AS jsonb)) RETURNING 1),"
+    " content, sealed, sealed_key)"
+    " VALUES (:rt, :id, :v, :lu, false, CAST(:content AS jsonb), :sealed, :skey) RETURNING 1),"
     + _PG_HISTORY_INSERT
     + _PG_INDEX_INSERTS
     + "SELECT count(*) FROM cur"
 )
 _PG_UPDATE = text(
     "WITH cur AS (UPDATE resources SET version_id = :v, last_updated = :lu, deleted = false,"  # noqa: S608
-    " content = CAST(:content AS jsonb)"
+    " content = CAST(:content AS jsonb), sealed = :sealed, sealed_key = :skey"
     " WHERE resource_type = :rt AND id = :id AND version_id = :prev RETURNING 1),"
     + _PG_HISTORY_INSERT
     + """

@@ -34,6 +34,7 @@ from service.auth import Principal, PrincipalKind
 from service.auth.scopes import ScopeSet
 from service.bundles import process_bundle
 from service.outbox import Outbox
+from service.outbox.writer import outbox_context
 from service.repository import FhirRepository, RepositoryConfig
 from service.search.extract import ResourceIndexer
 from service.storage.database import Database
@@ -360,16 +361,22 @@ class OutboxRow:
     envelope: Envelope
 
 
-def outbox_rows(database: Database) -> list[OutboxRow]:
-    """Every outbox row in sequence order."""
+def outbox_rows(database: Database, sealing: Any = None) -> list[OutboxRow]:
+    """Every outbox row in sequence order; `sealing` opens values encrypted at rest."""
     with database.read() as conn:
         rows = conn.execute(
             select(
                 outbox.c.seq, outbox.c.event_id, outbox.c.key, outbox.c.sent_at, outbox.c.value
             ).order_by(outbox.c.seq)
         ).all()
+
+    def envelope(event_id: str, value: str) -> Envelope:
+        if sealing is not None and not value.startswith("{"):
+            return Envelope.from_json(sealing.open_text(value, context=outbox_context(event_id)))
+        return Envelope.from_json(value.encode())
+
     return [
-        OutboxRow(seq, event_id, key, sent_at is not None, Envelope.from_json(value.encode()))
+        OutboxRow(seq, event_id, key, sent_at is not None, envelope(event_id, value))
         for seq, event_id, key, sent_at, value in rows
     ]
 

@@ -173,7 +173,7 @@ def test_the_worker_starts_and_stops_on_sigterm(tmp_path: Path, compose: dict[st
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
-        assert first.startswith("stafett worker: relay, router, ingest, scheduler"), first
+        assert first.startswith("stafett worker: relay, router, ingest, scheduler, sealer"), first
     finally:
         code, out, err = stop(process)
     assert code == 0, err

@@ -306,6 +306,7 @@ def test_secrets_come_only_from_secret_references(rendered_overlay: list[dict[st
         "STAFETT_DATABASE_URL",
         "STAFETT_KAFKA_CLIENT_CONFIG",
         "STAFETT_CONNECTORS_ADMIN_TOKEN",
+        "STAFETT_ENCRYPTION_KEYS",
     }
     for config in of_kind(rendered_overlay, "ConfigMap"):
         assert not secret & set(config.get("data", {})), _ident(config)

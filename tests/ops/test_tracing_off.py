@@ -32,7 +32,13 @@ from service.config import Settings
 from service.worker import Worker
 settings = Settings(data_dir={str(tmp_path)!r}, dev_auth=True)
 app = create_app(settings)
-assert type(app) is RequestContextMiddleware, type(app)
+# the middleware chain down to the request context: no tracing wrapper in it
+chain = [type(app)]
+while chain[-1] is not RequestContextMiddleware and hasattr(app, "app"):
+    app = app.app
+    chain.append(type(app))
+assert chain[-1] is RequestContextMiddleware, chain
+assert not [t for t in chain if "opentelemetry" in t.__module__], chain
 Worker(settings).stop()
 assert not service.tracing.enabled()
 # FastAPI itself imports the opentelemetry API; the SDK and the exporter stay out
