@@ -63,7 +63,7 @@ bench-connectors: $(TSTAMP)
 
 ## make fuzz: the hostile-input suite, longer: 10x the fuzz examples, 50 schemathesis examples per operation (about 30 minutes)
 fuzz: $(TSTAMP)
-	STAFETT_FUZZ_EXAMPLES_SCALE=10 STAFETT_SCHEMATHESIS_EXAMPLES=50 $(BIN)/python -m pytest -q -s tests/hardening
+	STAFETT_FUZZ_RANDOM=1 STAFETT_FUZZ_EXAMPLES_SCALE=10 STAFETT_SCHEMATHESIS_EXAMPLES=50 $(BIN)/python -m pytest -q -s tests/hardening
 
 clean:
 	rm -rf $(VENV) .stafett .pytest_cache .mypy_cache .ruff_cache

@@ -402,9 +402,17 @@ class MappingEngine:
                     "type": "collection",
                     "entry": [{"resource": data}],
                 }
+            entries = data.get("entry") or []
+            if not isinstance(entries, list):
+                raise MappingError(
+                    "Bundle.entry must be an array", system=spec.system, spec=spec.name
+                )
             found = [
-                (entry.get("fullUrl"), entry["resource"])
-                for entry in data.get("entry") or ()
+                (
+                    full_url if isinstance(full_url := entry.get("fullUrl"), str) else None,
+                    entry["resource"],
+                )
+                for entry in entries
                 if isinstance(entry, Mapping) and isinstance(entry.get("resource"), Mapping)
             ]
             return data, found

@@ -63,14 +63,15 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     worker.start()
     if args.metrics_port:
         worker.serve_metrics(args.metrics_host, args.metrics_port)
-    where = settings.kafka_bootstrap or "the in-process bus (set STAFETT_KAFKA_BOOTSTRAP)"
-    print(f"stafett worker: {', '.join(worker.components)} on {where}", flush=True)
 
     def _stop(signum: int, _frame: object) -> None:
         worker.stop()
 
+    # before the start-up line: whoever waits for it may stop the worker at once
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    where = settings.kafka_bootstrap or "the in-process bus (set STAFETT_KAFKA_BOOTSTRAP)"
+    print(f"stafett worker: {', '.join(worker.components)} on {where}", flush=True)
     worker.wait()
     print("stafett worker: stopped", flush=True)
     return 0

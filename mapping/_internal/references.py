@@ -86,7 +86,7 @@ def build_index(
         resource_id = resource.get("id")
         if isinstance(resource_id, str):
             index[f"{resource.get('resourceType')}/{resource_id}"] = identifiers
-        if full_url:
+        if isinstance(full_url, str) and full_url:  # a fullUrl of another type is no key
             index[full_url] = identifiers
     if isinstance(context_identifiers, Mapping):
         index.update(context_identifiers)

@@ -90,3 +90,23 @@ def test_delete_with_a_malformed_id_is_400(server: LiveServer) -> None:
         response = client.delete("/Patient/%F2%99%98%A3")
     assert response.status_code == 400, response.text
     assert outcome_codes(response) == ["invalid"]
+
+
+def test_a_bundle_entry_with_a_list_as_fullurl_is_no_reference_key() -> None:
+    # found by tests/hardening/test_fuzz_mapping.py in CI: TypeError (unhashable list)
+    from mapping._internal.references import build_index  # noqa: PLC0415
+
+    identifiers = [{"system": "urn:oid:2.16.578.1.12.4.1.4.1", "value": "15832151200"}]
+    resource = {"resourceType": "RelatedPerson", "id": "mor", "identifier": identifiers}
+    index = build_index({}, [(["https://x/fhir/RelatedPerson/mor"], resource)])  # type: ignore[list-item]
+    assert index == {"RelatedPerson/mor": identifiers}
+
+
+def test_a_bundle_whose_entry_is_not_an_array_is_a_mapping_error() -> None:
+    # found by tests/hardening/test_fuzz_mapping.py: TypeError ('int' object is not iterable)
+    from mapping import MappingEngine, MappingError  # noqa: PLC0415
+
+    engine = MappingEngine.from_directory()
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": 7}
+    with pytest.raises(MappingError, match=r"Bundle\.entry must be an array"):
+        engine.map("barnehagesystem", "outbound", "CarePlan", bundle, {})
