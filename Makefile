@@ -23,9 +23,12 @@ $(TSTAMP): $(STAMP)
 
 install: $(STAMP)
 
-## make run: start Stafett on http://127.0.0.1:8080 with SQLite under .stafett/, dev auth and a demo log
+## make run: Stafett on http://127.0.0.1:8080 (SQLite under .stafett/, dev auth, a demo log) with its
+## worker, connectors and the kindergarten, school, health-station and child-welfare simulators, all
+## in one process on the in-process bus; ARGS='--port-base 9000' moves every port (stafett demo --help)
+ARGS ?=
 run: $(STAMP)
-	STAFETT_DEV_AUTH=1 STAFETT_DATA_DIR=.stafett $(BIN)/stafett serve --host 127.0.0.1 --port 8080 --demo
+	STAFETT_DEV_AUTH=1 STAFETT_DATA_DIR=.stafett $(BIN)/stafett demo $(ARGS)
 
 ## make browser: Debian's chromium for the browser tests (tests/web); installed once when root with apt-get
 browser:

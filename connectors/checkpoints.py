@@ -33,9 +33,11 @@ class CheckpointStore(Protocol):
 class FileCheckpointStore:
     """One JSON file per connector, replaced atomically (write, fsync, rename)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, create: bool = True) -> None:
         self._dir = directory
-        self._dir.mkdir(parents=True, exist_ok=True)
+        if create:
+            # at start: a state folder that cannot be made fails the command, not a later save
+            self._dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
     def _path(self, connector: str) -> Path:
@@ -53,6 +55,7 @@ class FileCheckpointStore:
         """Write to a temporary file, fsync, then rename over the old one."""
         path = self._path(connector)
         with self._lock:
+            self._dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{connector}.")
             try:
                 with os.fdopen(fd, "wb") as handle:

@@ -350,7 +350,8 @@ class KnownIdentities:
 
     def __init__(self, stafett: StafettReader, directory: Path, name: str) -> None:
         self._stafett = stafett
-        self._store = FileCheckpointStore(directory)
+        # created on the first save: building the sink (also `connectors check`) writes nothing
+        self._store = FileCheckpointStore(directory, create=False)
         self._key = f"{name}.identities"
         self._known: dict[str, list[dict[str, Any]]] = dict(self._store.load(self._key) or {})
 

@@ -6,12 +6,14 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bus import Bus
+    from connectors.config import ConnectorConfig
+    from connectors.runtime import TaskFactory
 
 __all__ = ["add_connectors_parser", "run_connectors"]
 
@@ -53,6 +55,11 @@ def run_connectors(
         print(f"stafett: error: {exc}", file=sys.stderr)
         return 2
     if args.connectors_command == "check":
+        problems = _build_each(config.connectors, factories())
+        for problem in problems:
+            print(f"stafett: error: {args.config}: {problem}", file=sys.stderr)
+        if problems:
+            return 2
         print(f"{args.config}: {len(config.connectors)} connector(s) OK")
         return 0
     if open_bus is None:
@@ -97,3 +104,22 @@ def run_connectors(
     bus.close()
     print("stafett connectors: stopped", flush=True)
     return 0
+
+
+def _build_each(
+    connectors: Sequence[ConnectorConfig], factories: Mapping[tuple[str, str], TaskFactory]
+) -> list[str]:
+    """Build (and close) every connector's task: its settings are checked without any I/O."""
+    problems = []
+    for config in connectors:
+        try:
+            task = factories[(config.system, config.kind)](config)
+        except (KeyError, TypeError, ValueError) as exc:
+            text = str(exc)
+            prefix = f"connector {config.name}"
+            problems.append(text if text.startswith(prefix) else f"{prefix}: {text}")
+            continue
+        close = getattr(task, "close", None)
+        if callable(close):
+            close()
+    return problems

@@ -1,4 +1,4 @@
-"""The `stafett` command: serve, worker, bus, token, audit, db, keys, seed."""
+"""The `stafett` command: serve, demo, worker, bus, token, audit, db, keys, seed."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     from service.auth.cli import add_token_parser
     from service.bus_cli import add_bus_parsers
     from service.crypto.cli import add_keys_parser
+    from service.demo import add_demo_parser
     from service.lifecycle.cli import add_lifecycle_parser
 
     parser = argparse.ArgumentParser(
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--demo", action="store_true", help="load the demo child's log first (idempotent)"
     )
+    add_demo_parser(sub)
     add_token_parser(sub)
     add_audit_parser(sub)
     add_bus_parsers(sub)
@@ -106,6 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_worker(args, settings) if args.command == "worker" else run_bus(args, settings)
     if args.command == "seed":
         return _seed(args.file, settings)
+    if args.command == "demo":
+        from service.demo import run_demo
+
+        _configure_logs(settings)
+        return run_demo(args, settings, seed=lambda: _seed(_DEMO_BUNDLE, settings))
     return _serve(args, settings)
 
 

@@ -38,8 +38,8 @@ from consent import (
 from service.audit import AuditRecord, AuditTrail
 from service.auth import Principal, PrincipalKind
 from service.auth.scopes import ScopeSet
-from service.delivery.participants import OrgnrResolver, logs_organisations
-from service.enforcement.loading import load_logs, organization_ids
+from service.delivery.participants import DirectoryCache, OrgnrResolver, logs_organisations
+from service.enforcement.loading import LogCache
 from service.search.values import now_micros
 from service.storage.database import Database
 from service.storage.schema import delivery_state
@@ -109,6 +109,11 @@ class ConsentRouter:
         self._participants: dict[str, set[str]] = {}
         self._stored_states: dict[str, dict[str, bool]] = {}
         self._org_ids: dict[str, frozenset[str]] = {}
+        # Across batches: logs whose Patient, RelatedPersons and Consents are unchanged are
+        # reused (checked by version in every batch, so a withdrawal is seen at once), and the
+        # directory's answers for a few seconds.
+        self._logs = LogCache()
+        self._directory = DirectoryCache()
 
     def route(self, events: Sequence[Envelope]) -> RouteResult:
         """Decide the deliveries of these events; record the decisions and the new states.
@@ -128,9 +133,9 @@ class ConsentRouter:
         now = self._clock()
         with self._database.read() as conn:
             children = sorted({e.subject_key for e in events})
-            logs = load_logs(conn, children)
+            logs = self._logs.logs(conn, children)
             # every child's participants and delivery states in a few statements per batch
-            resolver = OrgnrResolver(conn, self._base_url)
+            resolver = OrgnrResolver(conn, self._base_url, directory=self._directory)
             self._participants = logs_organisations(
                 conn, children, self._base_url, today=now.date(), resolver=resolver
             )
@@ -191,7 +196,7 @@ class ConsentRouter:
         )
         for orgnr in sorted(candidates):
             if orgnr not in self._org_ids:
-                self._org_ids[orgnr] = organization_ids(conn, orgnr)
+                self._org_ids[orgnr] = self._directory.organization_ids(conn, orgnr)
             actor = Actor(
                 kind=ActorKind.SYSTEM,
                 organization_number=orgnr,

@@ -9,6 +9,7 @@ import pytest
 
 from service.access import RequestContext, ScopeAccessPolicy
 from service.delivery import log_organisations, stafettholder_organisation
+from service.delivery.participants import DirectoryCache, OrgnrResolver
 from service.repository import FhirRepository, RepositoryConfig
 from service.search.extract import ResourceIndexer
 from service.seed import seed_principal
@@ -103,3 +104,35 @@ def test_owners_and_current_team_members_in_every_reference_form(repo: FhirRepos
     # the health station left the team in June; the other child's owner is not this log's
     assert found == {"912837467", "927364514", "961728398"}
     assert holder == "927364514"
+
+
+def test_directory_cache_shares_answers_between_batches_until_they_expire(
+    repo: FhirRepository,
+) -> None:
+    clock = [1000.0]
+    directory = DirectoryCache(ttl_s=5.0, clock=lambda: clock[0])
+    kindergarten = _org(repo, "912837467")
+    reference = {"reference": f"Organization/{kindergarten}"}
+    with repo.config.database.read() as conn:
+        assert OrgnrResolver(conn, BASE, directory=directory).orgnr(reference) == "912837467"
+        before = directory.organization_ids(conn, "927364514")  # other tests' schools
+    # the directory changes: the kindergarten's identifier is corrected, the school appears
+    repo.update(
+        resource_type="Organization",
+        id=kindergarten,
+        resource={
+            "resourceType": "Organization",
+            "id": kindergarten,
+            "identifier": [{"system": ENH, "value": "945182733"}],
+        },
+    )
+    school = _org(repo, "927364514")
+    with repo.config.database.read() as conn:
+        # within the time to live, a new batch gets the earlier answers without asking
+        assert OrgnrResolver(conn, BASE, directory=directory).orgnr(reference) == "912837467"
+        assert directory.organization_ids(conn, "927364514") == before
+        clock[0] += 5.0
+        assert OrgnrResolver(conn, BASE, directory=directory).orgnr(reference) == "945182733"
+        assert directory.organization_ids(conn, "927364514") == before | {school}
+        # without a directory, every batch reads the current state
+        assert OrgnrResolver(conn, BASE).orgnr(reference) == "945182733"

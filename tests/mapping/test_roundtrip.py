@@ -171,6 +171,21 @@ def test_kindergarten_barn(engine: MappingEngine, record: dict[str, Any]) -> Non
     assert back == record
 
 
+def test_kindergarten_child_without_a_log(engine: MappingEngine) -> None:
+    # the system's contract allows `logg: null`: the child and guardians only, no log
+    record = {
+        "id": "B-1001",
+        "fodselsnummer": "15832151200",
+        "fornavn": "Nora",
+        "etternavn": "Eksempelsen",
+        "fodselsdato": "2021-03-15",
+        "logg": None,
+        "foresatte": [{"fodselsnummer": "04868941214", "navn": "Kari", "foreldreansvar": "felles"}],
+    }
+    result = engine.map("barnehagesystem", "inbound", "barn", record, {"operator_orgnr": OPERATOR})
+    assert sorted(r["resourceType"] for r in result.resources) == ["Patient", "RelatedPerson"]
+
+
 # -- school -------------------------------------------------------------------------------------
 school_tiltak = st.fixed_dictionaries(
     {
