@@ -22,12 +22,19 @@ from service.errors import Forbidden
 from service.storage.store import StoredResource
 
 __all__ = [
+    "BATCH_LOG_VERSIONS",
     "AccessDecision",
     "AccessPolicy",
     "RequestContext",
     "ScopeAccessPolicy",
     "require_scope",
 ]
+
+
+# The key of `RequestContext.state` under which the ingest worker's batch shares, between the
+# contexts of its messages (one transaction), the versions each child's log was read at: see
+# service/write_batch.py, which forgets them when the batch writes what a log is built from.
+BATCH_LOG_VERSIONS = "batch-log-versions"
 
 
 @dataclass(frozen=True, slots=True)

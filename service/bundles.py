@@ -25,7 +25,7 @@ from service.repository import FhirRepository, WriteResult
 from service.search.values import micros_to_instant
 from service.storage.store import StoredResource
 
-__all__ = ["process_bundle"]
+__all__ = ["conditional_targets", "process_bundle"]
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
@@ -101,6 +101,55 @@ def _parse_entry(index: int, raw: Any) -> _Entry:
     return _Entry(index, method, url.lstrip("/"), raw.get("resource"), full_url, request)
 
 
+def conditional_targets(body: Any) -> tuple[list[str], list[tuple[str, str]]]:
+    """Return the lock keys and the conditional searches a transaction Bundle will make.
+
+    The keys are those `_assign_ids` locks (conditional updates and creates); the searches,
+    as (type, criteria), are theirs and those of the conditional references in the entries'
+    resources. The ingest worker takes and looks up a whole batch's at once beforehand. Only
+    a hint: whatever cannot be read here is left out, and processing the Bundle decides (and
+    refuses) everything as always.
+    """
+    keys: list[str] = []
+    searches: list[tuple[str, str]] = []
+    if not isinstance(body, dict) or body.get("type") != "transaction":
+        return keys, searches
+    raw_entries = body.get("entry")
+    if not isinstance(raw_entries, list) or len(raw_entries) > _MAX_ENTRIES:
+        return keys, searches
+    for index, raw in enumerate(raw_entries):
+        try:
+            entry = _parse_entry(index, raw)
+        except FhirError:
+            continue
+        path, _ = _split_url(entry.url)
+        criteria = None
+        if entry.method == "POST" and len(path) == 1:
+            criteria = entry.request.get("ifNoneExist") or None
+        elif entry.method == "PUT" and len(path) == 1:
+            criteria = urlsplit(entry.url).query or None
+        if criteria is not None:
+            keys.append(f"{path[0]}?{criteria}")
+            searches.append((path[0], criteria))
+        _conditional_references(entry.resource, searches)
+    return keys, searches
+
+
+def _conditional_references(value: Any, out: list[tuple[str, str]]) -> None:
+    # the references `_resolve_ref` resolves by search
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if key == "reference" and isinstance(child, str):
+                if "?" in child and not child.startswith(("http:", "https:", "urn:")):
+                    resource_type, _, criteria = child.partition("?")
+                    out.append((resource_type, criteria))
+            else:
+                _conditional_references(child, out)
+    elif isinstance(value, list):
+        for child in value:
+            _conditional_references(child, out)
+
+
 def _split_url(url: str) -> tuple[list[str], list[tuple[str, str]]]:
     parts = urlsplit(url)
     path = [p for p in parts.path.split("/") if p]
@@ -158,7 +207,7 @@ def _assign_ids(repo: FhirRepository, entries: list[_Entry], conn: Connection) -
                     raise BadRequest("A POST entry's request.url must be a resource type")
                 if_none_exist = entry.request.get("ifNoneExist")
                 if if_none_exist:
-                    repo.config.database.lock_key(conn, f"{path[0]}?{if_none_exist}")
+                    repo.lock_conditional(conn, f"{path[0]}?{if_none_exist}")
                     entry.existing = repo.find_conditional(
                         resource_type=path[0], criteria=if_none_exist, conn=conn
                     )

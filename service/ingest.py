@@ -21,12 +21,14 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from bus import Envelope, EnvelopeError, Message, topics
-from service.access import RequestContext
+from service.access import BATCH_LOG_VERSIONS, RequestContext
 from service.api.outcomes import operation_outcome
 from service.auth import Principal, PrincipalKind
 from service.auth.scopes import ScopeSet
-from service.bundles import process_bundle
+from service.bundles import conditional_targets, process_bundle
+from service.enforcement.loading import log_versions
 from service.errors import BadRequest, FhirError, Issue, ServiceUnavailable
+from service.prefetch import prefetch_conditional
 from service.repository import FhirRepository, RepositoryConfig
 from service.search.values import now_micros
 from service.storage.schema import inbound_applied
@@ -106,6 +108,7 @@ class Ingestor:
         with self._config.database.write() as conn:
             done = _applied_among(conn, [e.event_id for e in envelopes])
             batch = WriteBatch(conn)
+            self._prepare(batch, [e for e in envelopes if e.event_id not in done])
             applied: list[Envelope] = []
             for message, envelope in zip(messages, envelopes, strict=True):
                 if envelope.event_id in done:
@@ -115,6 +118,8 @@ class Ingestor:
                     continue
                 done.add(envelope.event_id)
                 context = self._context(envelope, str(envelope.sender))
+                # the log versions read by earlier messages of the batch, until it changes one
+                context.state[BATCH_LOG_VERSIONS] = batch.log_fingerprints
                 repo = FhirRepository(self._config, context, batch=batch)
                 try:
                     with message_scope("ingest", message):
@@ -135,6 +140,31 @@ class Ingestor:
                     ],
                 )
         return results
+
+    def _prepare(self, batch: WriteBatch, envelopes: Sequence[Envelope]) -> None:
+        """Take the batch's conditional locks and look its identifiers up, one statement each.
+
+        Each message would take its locks and search its criteria one by one; doing so for the
+        whole batch first changes no outcome (the locks are the same, held to the same
+        commit, and taken in sorted order; a search is kept only until a write concerns it)
+        and saves the round trips of every message's conditional update and references.
+        """
+        keys: list[str] = []
+        searches: list[tuple[str, str]] = []
+        for envelope in envelopes:
+            payload = envelope.payload
+            if isinstance(payload, dict) and payload.get("resourceType") == "Bundle":
+                more_keys, more_searches = conditional_targets(payload)
+                keys.extend(more_keys)
+                searches.extend(more_searches)
+        if keys:
+            self._config.database.lock_keys(batch.conn, keys)
+            batch.locked.update(keys)
+        if searches:
+            prefetch_conditional(self._config, batch, searches)
+            # the children named in the batch: their logs' versions, read once for all
+            patients = batch.matched_ids("Patient") - batch.log_fingerprints.keys()
+            batch.log_fingerprints.update(log_versions(batch.conn, patients))
 
     def _apply(self, message: Message) -> IngestResult:
         checked = _check(message)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 import jsonpatch
 import orjson
@@ -40,8 +40,9 @@ from service.fhir.spec import SUPPORTED_RESOURCE_TYPES
 from service.fhir.validation import WRITABLE_TYPES, validate_resource
 from service.metrics import CONSENT_DECISIONS
 from service.outbox import Outbox, change_event
+from service.prefetch import conditional_query, token_key
 from service.search import sql as search_sql
-from service.search.extract import CompiledParam, parse_reference
+from service.search.extract import CompiledParam, IndexRows, parse_reference
 from service.search.query import Criterion, Include, SearchQuery, parse_search
 from service.search.values import micros_to_instant, now_micros
 from service.storage.database import Database
@@ -49,7 +50,12 @@ from service.storage.schema import search_reference, search_token
 from service.storage.store import HistoryPage, SqlStore, StoredResource, VersionMismatch
 from service.write_batch import WriteBatch
 
-__all__ = ["FhirRepository", "RepositoryConfig", "SearchResult", "WriteResult"]
+__all__ = [
+    "FhirRepository",
+    "RepositoryConfig",
+    "SearchResult",
+    "WriteResult",
+]
 
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 _MAX_INCLUDES = 1000
@@ -162,8 +168,12 @@ class FhirRepository:
         self._pending: list[_PendingWrite] = []
         # conditional matches (references, If-None-Exist, conditional update) found inside a
         # transaction; their visibility is decided on the state the transaction leaves
-        self._deferred_matches: list[tuple[str, StoredResource]] = []
+        # with, in a batch, the batch's count of writes to the match when it was found
+        self._deferred_matches: list[tuple[str, StoredResource, int]] = []
         self._transaction_conn: Connection | None = None
+        # (type, id) this repository made up for a conditional update that matched nothing:
+        # nothing can be stored under them yet, so the update need not read them first
+        self._minted: set[tuple[str, str]] = set()
         # run inside every write transaction of this repository, just before it commits (the
         # ingest worker records the message it applies, so that it is applied once)
         self.before_commit: list[Callable[[Connection], None]] = []
@@ -223,8 +233,19 @@ class FhirRepository:
         """
         deferred, self._deferred_matches = self._deferred_matches, []
         batch, caller = self._batch, self.ctx.principal.subject
-        for criteria, match in deferred:
-            decision = batch.cached_decision(caller, match) if batch is not None else None
+        for criteria, match, seen in deferred:
+            if batch is not None and batch.writes_to(match.resource_type, match.id) == seen:
+                # Found (searched, or kept by the batch only while no write concerned it) in
+                # this transaction, and not written since: still the current version, as a
+                # read now would return it.
+                fresh: StoredResource | None = match
+            else:
+                fresh = self._store.read(conn, resource_type=match.resource_type, id=match.id)
+            decision = (
+                batch.cached_decision(caller, fresh)
+                if batch is not None and fresh is not None
+                else None
+            )
             if decision is not None:
                 # decided earlier in the batch on the same version and the same consents;
                 # audited again, as this message's own look at the match
@@ -235,12 +256,10 @@ class FhirRepository:
                     resources=(f"{match.resource_type}/{match.id}",),
                     outcome_detail=None if decision.permitted else "404",
                 )
-            else:
-                fresh = self._store.read(conn, resource_type=match.resource_type, id=match.id)
-                if fresh is not None:
-                    decision = self._decide_read(conn, fresh, interaction="search-type")
-                    if batch is not None:
-                        batch.remember_decision(caller, fresh, decision)
+            elif fresh is not None:
+                decision = self._decide_read(conn, fresh, interaction="search-type")
+                if batch is not None:
+                    batch.remember_decision(caller, fresh, decision)
             if decision is None or not decision.permitted:
                 raise PreconditionFailed(
                     f"'{criteria}' matches a {match.resource_type} you may not see"
@@ -365,6 +384,7 @@ class FhirRepository:
         proposed: Mapping[str, Any] | None,
         subtype: str,
         version_id: int,
+        index: IndexRows | None = None,
     ) -> None:
         self._pending.append(
             _PendingWrite(interaction, subtype, resource_type, id, current, proposed, version_id)
@@ -376,7 +396,9 @@ class FhirRepository:
         )
         self.ctx.note_write(resource_type, id, child)
         if self._batch is not None:
-            self._batch.changed(resource_type)
+            # the token rows the written version is indexed under (none once deleted)
+            tokens = frozenset(index.tokens) if index is not None else None
+            self._batch.changed(resource_type, id, frozenset() if proposed is None else tokens)
 
     def _verify_writes(self, conn: Connection) -> list[_PendingWrite]:
         pending, self._pending = self._pending, []
@@ -501,7 +523,7 @@ class FhirRepository:
                 if existing is not None:
                     return WriteResult(stored=existing, created=False, changed=False)
             new_id = id or str(uuid.uuid4())
-            stored = self._insert_new(c, resource_type, new_id, data, method="POST")
+            stored, index = self._insert_new(c, resource_type, new_id, data, method="POST")
             self._pend(
                 Interaction.CREATE,
                 resource_type,
@@ -510,6 +532,7 @@ class FhirRepository:
                 proposed=data,
                 subtype="create",
                 version_id=1,
+                index=index,
             )
         return WriteResult(stored=stored, created=True)
 
@@ -519,37 +542,40 @@ class FhirRepository:
         """Return the one resource matching conditional criteria, None, or raise 412."""
         _check_type(resource_type)
         self._policy.check_interaction(self.ctx, Interaction.SEARCH, resource_type)
-        pairs = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
-        if not pairs:
-            raise BadRequest("If-None-Exist must carry search criteria, e.g. identifier=sys|val")
-        query = parse_search(
-            resource_type,
-            pairs,
-            known=self.config.search_params(),
-            default_count=2,
-            max_count=2,
-            strict=True,
-        )
-        query.count = 2
         batch = self._batch if conn is not None and conn is self._transaction_conn else None
+        # cached only after these very criteria parsed, so a hit needs no parsing again
+        cached = batch.cached_matches(resource_type, criteria) if batch is not None else None
+        query = (
+            None
+            if cached is not None
+            else conditional_query(self.config.search_params(), resource_type, criteria)
+        )
         with self._ro(conn) as c:
             # unfiltered on purpose: a match the caller may not see must block a duplicate
-            cached = batch.cached_matches(resource_type, criteria) if batch is not None else None
             if cached is not None:
                 matches = cached
             else:
+                assert query is not None
                 matches, _ = self._search_rows(c, query, None)
                 if batch is not None:
                     depends_on = {resource_type}
                     for criterion in query.criteria:
                         depends_on.update(criterion.chain_targets)
-                    batch.remember_matches(resource_type, criteria, matches, depends_on)
+                    batch.remember_matches(
+                        resource_type,
+                        criteria,
+                        matches,
+                        depends_on,
+                        token=token_key(query, criteria),
+                    )
             if len(matches) > 1:
                 raise PreconditionFailed(
                     f"'{resource_type}?{criteria}' matches more than one {resource_type}"
                 )
             if matches and conn is not None and conn is self._transaction_conn:
-                self._deferred_matches.append((f"{resource_type}?{criteria}", matches[0]))
+                match = matches[0]
+                seen = batch.writes_to(match.resource_type, match.id) if batch is not None else 0
+                self._deferred_matches.append((f"{resource_type}?{criteria}", match, seen))
             elif (
                 matches
                 and not self._decide_read(c, matches[0], interaction="search-type").permitted
@@ -561,11 +587,11 @@ class FhirRepository:
 
     def _insert_new(
         self, conn: Connection, resource_type: str, id: str, data: dict[str, Any], *, method: str
-    ) -> StoredResource:
+    ) -> tuple[StoredResource, IndexRows]:
         last_updated = now_micros()
         content = finalise(data, id=id, version_id=1, last_updated=last_updated)
         try:
-            self._store.write(
+            index = self._store.write(
                 conn,
                 resource_type=resource_type,
                 id=id,
@@ -580,7 +606,7 @@ class FhirRepository:
             # only a client-chosen id can collide (update-as-create racing another); the
             # transaction is rolled back as a whole
             raise Conflict(f"{resource_type}/{id} was created concurrently; retry") from exc
-        return StoredResource(resource_type, id, 1, last_updated, False, content)
+        return StoredResource(resource_type, id, 1, last_updated, False, content), index
 
     # -- update ---------------------------------------------------------------------------
     def update_conditional(
@@ -610,7 +636,7 @@ class FhirRepository:
         self, *, resource_type: str, criteria: str, resource: Any, conn: Connection
     ) -> str:
         """Return the id a conditional update writes to: the one match, or a new id."""
-        self._db.lock_key(conn, f"{resource_type}?{criteria}")
+        self.lock_conditional(conn, f"{resource_type}?{criteria}")
         match = self.find_conditional(resource_type=resource_type, criteria=criteria, conn=conn)
         body_id = resource.get("id") if isinstance(resource, Mapping) else None
         if match is not None:
@@ -619,7 +645,24 @@ class FhirRepository:
                     f"The resource id '{body_id}' is not the id of the match, {match.id}"
                 )
             return match.id
-        return body_id if isinstance(body_id, str) else str(uuid.uuid4())
+        if isinstance(body_id, str):
+            return body_id
+        minted = str(uuid.uuid4())
+        self._minted.add((resource_type, minted))
+        return minted
+
+    def lock_conditional(self, conn: Connection, key: str) -> None:
+        """Serialise conditional writes with these criteria until the transaction ends.
+
+        In a batch, a key the batch's transaction holds already (the ingest worker takes all
+        of a batch's keys with one statement first) costs no round trip.
+        """
+        batch = self._batch
+        if batch is not None and conn is batch.conn:
+            if key in batch.locked:
+                return
+            batch.locked.add(key)
+        self._db.lock_key(conn, key)
 
     def update(
         self,
@@ -645,14 +688,21 @@ class FhirRepository:
         expected = _parse_if_match(if_match)
         data: dict[str, Any] = dict(resource)
         with self._tx(conn) as c:
-            current = self._store.lock_current(c, resource_type=resource_type, id=id)
+            if (resource_type, id) in self._minted:
+                # an id made up moments ago in this transaction (its conditional update matched
+                # nothing, under the criteria's lock): there is no row to lock; a collision
+                # still fails the insert below as a conflict
+                self._minted.discard((resource_type, id))
+                current = None
+            else:
+                current = self._store.lock_current(c, resource_type=resource_type, id=id)
             if current is None:
                 if expected is not None:
                     raise PreconditionFailed(
                         f"If-Match names version {expected} but {resource_type}/{id} does not exist"
                     )
                 self._policy.check_interaction(self.ctx, Interaction.CREATE, resource_type)
-                stored = self._insert_new(c, resource_type, id, data, method=method)
+                stored, index = self._insert_new(c, resource_type, id, data, method=method)
                 self._pend(
                     Interaction.CREATE,
                     resource_type,
@@ -661,6 +711,7 @@ class FhirRepository:
                     proposed=data,
                     subtype="update",
                     version_id=1,
+                    index=index,
                 )
                 return WriteResult(stored=stored, created=True)
             if (
@@ -680,7 +731,7 @@ class FhirRepository:
             last_updated = max(now_micros(), current.last_updated + 1)
             content = finalise(data, id=id, version_id=version_id, last_updated=last_updated)
             try:
-                self._store.write(
+                index = self._store.write(
                     c,
                     resource_type=resource_type,
                     id=id,
@@ -701,6 +752,7 @@ class FhirRepository:
                 proposed=data,
                 subtype="patch" if method == "PATCH" else "update",
                 version_id=version_id,
+                index=index,
             )
             stored = StoredResource(resource_type, id, version_id, last_updated, False, content)
             return WriteResult(stored=stored, created=current.deleted)

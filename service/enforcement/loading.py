@@ -29,6 +29,7 @@ __all__ = [
     "consented_patients",
     "family_patients",
     "load_logs",
+    "log_versions",
     "organization_ids",
     "patients_of",
 ]
@@ -286,12 +287,30 @@ class LogCache:
         self._entries: OrderedDict[str, tuple[Fingerprint, ChildLog]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def logs(self, conn: Connection, patient_ids: Iterable[str]) -> dict[str, ChildLog]:
-        """Return current logs of these children (unknown ids are left out)."""
+    def logs(
+        self,
+        conn: Connection,
+        patient_ids: Iterable[str],
+        *,
+        known: dict[str, Fingerprint | None] | None = None,
+    ) -> dict[str, ChildLog]:
+        """Return current logs of these children (unknown ids are left out).
+
+        `known` keeps fingerprints already read in the caller's transaction (None: no log),
+        and gets those read here: the ingest worker's batch shares it between its messages
+        and empties it whenever the batch writes a Patient, RelatedPerson or Consent.
+        """
         wanted = sorted(set(patient_ids))
         if not wanted:
             return {}
-        prints = _fingerprints(conn, wanted)
+        if known is None:
+            prints = _fingerprints(conn, wanted)
+        else:
+            missing = [p for p in wanted if p not in known]
+            if missing:
+                read = _fingerprints(conn, missing)
+                known.update({p: read.get(p) for p in missing})
+            prints = {p: f for p in wanted if (f := known[p]) is not None}
         found: dict[str, ChildLog] = {}
         stale: list[str] = []
         with self._lock:
@@ -349,6 +368,18 @@ _FINGERPRINTS = union_all(
         resources.c.deleted.is_(False),
     ),
 )
+
+
+def log_versions(conn: Connection, patient_ids: Iterable[str]) -> dict[str, Fingerprint | None]:
+    """Return what each child's log is built from, as `LogCache.logs` reads it (None: no log).
+
+    One statement for all of them: the ingest worker reads those of a whole batch at once.
+    """
+    wanted = sorted(set(patient_ids))
+    if not wanted:
+        return {}
+    prints = _fingerprints(conn, wanted)
+    return {patient_id: prints.get(patient_id) for patient_id in wanted}
 
 
 def _fingerprints(conn: Connection, patient_ids: list[str]) -> dict[str, Fingerprint]:

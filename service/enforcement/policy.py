@@ -30,7 +30,7 @@ from consent import (
     decide,
     readable_types,
 )
-from service.access import AccessDecision, RequestContext, require_scope
+from service.access import BATCH_LOG_VERSIONS, AccessDecision, RequestContext, require_scope
 from service.auth import Interaction
 from service.enforcement.compartment import (
     DIRECTORY_TYPES,
@@ -131,7 +131,8 @@ class ConsentAccessPolicy:
         else:
             wanted = {p for p in patient_ids if p not in state.logs}
         if wanted:
-            loaded = self._cache.logs(conn, wanted)
+            # a batch of the ingest worker shares what it read of its logs' versions
+            loaded = self._cache.logs(conn, wanted, known=ctx.state.get(BATCH_LOG_VERSIONS))
             for patient_id in wanted:
                 state.logs[patient_id] = loaded.get(patient_id)
                 state.loaded_at[patient_id] = ctx.writes_made()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,17 @@ class Database:
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
             )
 
+    def lock_keys(self, conn: Connection, keys: Iterable[str]) -> None:
+        """Take `lock_key` for several keys with one statement, in sorted order.
+
+        The same locks as one `lock_key` each (they are re-entrant, so taking one again later
+        in the transaction is harmless); sorted, so two transactions never wait on each other
+        in opposite orders for the keys they take here.
+        """
+        wanted = sorted(set(keys))
+        if wanted and not self.is_sqlite:
+            conn.execute(_LOCK_KEYS, {"keys": wanted})
+
     def ping(self) -> None:
         """Raise ServiceUnavailable unless the database answers."""
         try:
@@ -135,6 +146,12 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+_LOCK_KEYS = text(
+    "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
+    " FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS sorted_keys"
+)
 
 
 def _unavailable(exc: Exception) -> ServiceUnavailable:

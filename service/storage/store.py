@@ -13,7 +13,18 @@ from functools import cached_property
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.sql import Select
 
 from service.crypto.errors import CryptoError
@@ -172,6 +183,53 @@ class SqlStore:
             found.extend(self.load(row) for row in conn.execute(stmt))
         return found
 
+    def match_tokens(
+        self,
+        conn: Connection,
+        resource_type: str,
+        param: str,
+        pairs: Sequence[tuple[str, str]],
+    ) -> dict[tuple[str, str], list[StoredResource]]:
+        """Return the live resources of a type matching `param=system|code`, for many pairs.
+
+        Each pair's list is what the search `param=system|code` returns, in the order of a
+        search page without _sort (newest first, then by id): the ingest worker resolves the
+        conditional identifiers of a whole batch of messages with one statement instead of
+        one search each. Pairs without a match are left out.
+        """
+        found: dict[tuple[str, str], list[StoredResource]] = {}
+        wanted = sorted(set(pairs))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            stmt = (
+                select(search_token.c.system, search_token.c.code, *_RESOURCE_COLUMNS)
+                .join(
+                    resources,
+                    and_(
+                        resources.c.resource_type == search_token.c.resource_type,
+                        resources.c.id == search_token.c.resource_id,
+                    ),
+                )
+                .where(
+                    search_token.c.resource_type == resource_type,
+                    search_token.c.param == param,
+                    # the code alone is what the (type, param, code, system) index is read by
+                    search_token.c.code.in_(sorted({code for _system, code in chunk})),
+                    tuple_(search_token.c.system, search_token.c.code).in_(chunk),
+                    resources.c.deleted.is_(False),
+                )
+            )
+            seen: set[tuple[str, str, str]] = set()
+            for row in conn.execute(stmt):
+                key = (row[0], row[1])
+                if (key[0], key[1], row[3]) in seen:
+                    continue  # one resource once per pair, as `id IN (...)` returns it
+                seen.add((key[0], key[1], row[3]))
+                found.setdefault(key, []).append(self.load(row[2:]))
+        for matches in found.values():
+            matches.sort(key=lambda m: (-m.last_updated, m.id))
+        return found
+
     def vread(
         self, conn: Connection, *, resource_type: str, id: str, version_id: int
     ) -> StoredResource | None:
@@ -205,12 +263,13 @@ class SqlStore:
         data: dict[str, Any],
         method: str,
         previous_version: int | None,
-    ) -> None:
-        """Store a new live version, its history row and its index rows.
+    ) -> IndexRows:
+        """Store a new live version, its history row and its index rows; return the latter.
 
         Sealed fields are taken out first, so neither the stored JSON nor the index sees them.
         """
         content, data, sealed, sealed_key = self._seal(resource_type, id, content, data)
+        rows = self.indexer.index(data)
         values = {
             "resource_type": resource_type,
             "id": id,
@@ -222,15 +281,16 @@ class SqlStore:
             "sealed_key": sealed_key,
         }
         if conn.dialect.name == "postgresql":
-            self._write_postgres(conn, values, method, previous_version, self.indexer.index(data))
-            return
+            self._write_postgres(conn, values, method, previous_version, rows)
+            return rows
         if previous_version is None:
             conn.execute(insert(resources), values)
         else:
             self._update_current(conn, values, previous_version)
             self._delete_index(conn, resource_type, id)
         conn.execute(insert(resource_history), {**values, "method": method})
-        self._insert_index(conn, resource_type, id, self.indexer.index(data))
+        self._insert_index(conn, resource_type, id, rows)
+        return rows
 
     def create_many(
         self, conn: Connection, resource_type: str, items: Sequence[NewResource]
