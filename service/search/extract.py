@@ -251,6 +251,10 @@ def _flatten(values: Any) -> Iterator[Any]:
         yield values
 
 
+# the R4 id datatype (https://hl7.org/fhir/R4/datatypes.html#id): ASCII only
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
 def parse_reference(reference: str, base_url: str) -> tuple[str | None, str | None, str | None]:
     """Split a reference into (type, id, url): local refs get type/id, foreign ones keep url."""
     if reference.startswith("#"):
@@ -261,12 +265,7 @@ def parse_reference(reference: str, base_url: str) -> tuple[str | None, str | No
     elif "://" in reference or reference.startswith(("urn:", "http:", "https:")):
         return None, None, reference
     parts = local.split("/")
-    if (
-        len(parts) >= 2
-        and parts[0][:1].isupper()
-        and 0 < len(parts[1]) <= 64
-        and all(ch.isalnum() or ch in "-." for ch in parts[1])
-    ):
+    if len(parts) >= 2 and parts[0][:1].isupper() and _FHIR_ID.fullmatch(parts[1]):
         return parts[0], parts[1], None
     return None, None, reference
 

@@ -55,6 +55,12 @@ def test_string_folding(value: str, folded: str) -> None:
         ),
         ("#contained", (None, None, None)),
         ("Patient/" + "x" * 65, (None, None, "Patient/" + "x" * 65)),
+        ("Patient/" + "x" * 64, ("Patient", "x" * 64, None)),
+        ("Patient/A-1.b", ("Patient", "A-1.b", None)),
+        # ids are ASCII letters, digits, '-' and '.': anything else is not a local reference
+        ("Patient/bjørn", (None, None, "Patient/bjørn")),
+        ("Patient/a_b", (None, None, "Patient/a_b")),
+        ("Patient/", (None, None, "Patient/")),
     ],
 )
 def test_parse_reference(reference: str, expected: tuple[str | None, ...]) -> None:
