@@ -12,7 +12,6 @@ The design, the threat model and the measurements are in docs/security/audit-cha
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
@@ -34,10 +33,8 @@ from sqlalchemy import (
     insert,
     literal,
     select,
-    text,
     tuple_,
 )
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service.audit.keys import key_id, load_signing_key
 from service.config import Settings
@@ -45,6 +42,7 @@ from service.errors import ServiceUnavailable
 from service.metrics import AUDIT_SEALED_SEQ, AUDIT_UNSEALED
 from service.search.values import now_micros
 from service.storage.database import Database
+from service.storage.leadership import Leadership
 from service.storage.schema import (
     INDEX_TABLES,
     audit_chain,
@@ -472,52 +470,8 @@ class AuditSealer:
         return seq
 
 
-class SealerLeadership:
+class SealerLeadership(Leadership):
     """Hold the sealer lock while the block runs (PostgreSQL); SQLite has one writer."""
 
     def __init__(self, database: Database) -> None:
-        self._database = database
-        self._conn: Connection | None = None
-        self.held = False
-
-    def __enter__(self) -> SealerLeadership:
-        if self._database.is_sqlite:
-            self.held = True
-            return self
-        try:
-            conn = self._database.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        except OperationalError as exc:
-            raise ServiceUnavailable("The database is not reachable") from exc
-        got = conn.execute(
-            text("SELECT pg_try_advisory_lock(hashtextextended(:key, 0))"), {"key": _SEALER_LOCK}
-        ).scalar_one()
-        if not got:
-            conn.close()
-            return self
-        self._conn = conn
-        self.held = True
-        return self
-
-    def check(self) -> None:
-        """Raise ServiceUnavailable if the lock's connection is gone (so is the lock)."""
-        if self._conn is None:
-            return
-        try:
-            self._conn.execute(text("SELECT 1"))
-        except DBAPIError as exc:
-            raise ServiceUnavailable("Lost the sealer lock's database connection") from exc
-
-    def __exit__(self, *exc: object) -> None:
-        if self._conn is None:
-            return
-        try:
-            self._conn.execute(
-                text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"),
-                {"key": _SEALER_LOCK},
-            )
-        except DBAPIError:
-            with contextlib.suppress(DBAPIError):
-                self._conn.invalidate()
-        finally:
-            with contextlib.suppress(DBAPIError):
-                self._conn.close()
+        super().__init__(database, key=_SEALER_LOCK, role="sealer")

@@ -8,14 +8,12 @@ event ids, and consumers drop what they have seen (at-least-once, idempotent con
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, select, text, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import delete, select, update
 
 from bus import Bus, BusError, Record
 from service.crypto.envelope import TEXT_PREFIX, Envelope
@@ -25,6 +23,7 @@ from service.metrics import WORKER_EVENTS
 from service.outbox.writer import outbox_context
 from service.search.values import now_micros
 from service.storage.database import Database
+from service.storage.leadership import Leadership
 from service.storage.schema import outbox
 
 __all__ = ["OutboxRelay", "RelayStats"]
@@ -129,7 +128,7 @@ class OutboxRelay:
         last_purge = 0.0
         while not stop.is_set():
             try:
-                with _Leadership(self._database) as leader:
+                with Leadership(self._database, key=_RELAY_LOCK, role="relay") as leader:
                     if not leader.held:
                         stop.wait(1.0)  # another worker relays; take over if it goes away
                         continue
@@ -157,56 +156,3 @@ class OutboxRelay:
                 backoff = min(self._max_backoff_s, max(0.05, backoff * 2))
                 _log.exception("outbox relay failed; retrying in %.2f s", backoff)
                 stop.wait(backoff)
-
-
-class _Leadership:
-    """Hold the relay lock for as long as the block runs (PostgreSQL); SQLite has one writer."""
-
-    def __init__(self, database: Database) -> None:
-        self._database = database
-        self._conn: Connection | None = None
-        self.held = False
-
-    def __enter__(self) -> _Leadership:
-        if self._database.is_sqlite:
-            self.held = True
-            return self
-        try:
-            conn = self._database.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        except OperationalError as exc:
-            raise ServiceUnavailable("The database is not reachable") from exc
-        got = conn.execute(
-            text("SELECT pg_try_advisory_lock(hashtextextended(:key, 0))"), {"key": _RELAY_LOCK}
-        ).scalar_one()
-        if not got:
-            conn.close()
-            return self
-        self._conn = conn
-        self.held = True
-        return self
-
-    def check(self) -> None:
-        """Raise ServiceUnavailable if the lock's connection is gone (so is the lock)."""
-        if self._conn is None:
-            return
-        try:
-            self._conn.execute(text("SELECT 1"))
-        except DBAPIError as exc:
-            raise ServiceUnavailable("Lost the relay lock's database connection") from exc
-
-    def __exit__(self, *exc: object) -> None:
-        if self._conn is None:
-            return
-        # the connection goes back to the pool, so release the session lock explicitly; if the
-        # connection is dead the lock died with it, and the connection is discarded
-        try:
-            self._conn.execute(
-                text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"),
-                {"key": _RELAY_LOCK},
-            )
-        except DBAPIError:
-            with contextlib.suppress(DBAPIError):
-                self._conn.invalidate()
-        finally:
-            with contextlib.suppress(DBAPIError):
-                self._conn.close()
