@@ -14,11 +14,11 @@ from datetime import date
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, select
 
 from consent.constants import ENH
 from service.enforcement.loading import organization_ids
-from service.search.extract import parse_reference
+from service.search.extract import LOG_OWNER_PARAM, parse_reference
 from service.storage.schema import resources, search_reference, search_token
 
 __all__ = [
@@ -238,55 +238,24 @@ def logs_organisations(
 ) -> dict[str, set[str]]:
     """Return, per child, the org numbers of the log's current CareTeam members and Task owners.
 
-    A fixed number of statements for any number of children and Tasks: the Task ids of the
-    logs, then their owners by id (one statement joining the two let the planner start from
-    every Task owner in the database while its statistics still described empty tables, 300
-    ms per child), then the CareTeams, which are read, since a service that left has a
-    `period.end`.
+    A fixed number of statements for any number of children and Tasks: the distinct owners
+    of the logs' Tasks (`_task_owners`; looking up every Task's owner by the Task's id made
+    the router fall behind at 200 writes/s once logs held a hundred Tasks), then the
+    CareTeams, which are read, since a service that left has a `period.end`, then the org
+    numbers of the Organizations and PractitionerRoles named.
     """
     resolver = resolver or OrgnrResolver(conn, base_url)
     found: dict[str, set[str]] = {child: set() for child in patient_ids}
-    task_child: dict[str, str] = {}
-    for chunk in _chunks(sorted(set(patient_ids))):
-        rows = conn.execute(
-            select(search_reference.c.resource_id, search_reference.c.target_id).where(
-                search_reference.c.resource_type == "Task",
-                search_reference.c.param == "patient",
-                search_reference.c.target_type == "Patient",
-                search_reference.c.target_id.in_(chunk),
-            )
-        )
-        # not dict(rows): a Result has keys(), so dict() would take it for a mapping
-        for task_id, child in rows:
-            task_child[task_id] = child
     references: dict[str, set[tuple[str, str]]] = {}
-    for chunk in _chunks(sorted(task_child)):
-        owners = conn.execute(
-            select(
-                search_reference.c.resource_id,
-                search_reference.c.target_type,
-                search_reference.c.target_id,
-            ).where(
-                search_reference.c.resource_type == "Task",
-                search_reference.c.resource_id.in_(chunk),
-                search_reference.c.param == "owner",
-            )
-        )
-        for task_id, target_type, target_id in owners:
-            if target_type in ("Organization", "PractitionerRole") and target_id:
-                references.setdefault(task_child[task_id], set()).add((target_type, target_id))
-        # owners named by org.nr only (logical references) are in the token index
-        logical = conn.execute(
-            select(search_token.c.resource_id, search_token.c.code).where(
-                search_token.c.resource_type == "Task",
-                search_token.c.resource_id.in_(chunk),
-                search_token.c.param == "owner:identifier",
-                search_token.c.system == ENH,
-            )
-        )
-        for task_id, code in logical:
-            if code:
-                found[task_child[task_id]].add(code)
+    for chunk in _chunks(sorted(set(patient_ids))):
+        for child, owner in conn.execute(_task_owners(chunk)):
+            if child not in found or not owner:
+                continue
+            if owner.startswith("enh:"):
+                found[child].add(owner[4:])  # named by org.nr only (a logical reference)
+            else:
+                target_type, _, target_id = owner.partition("/")
+                references.setdefault(child, set()).add((target_type, target_id))
     for child, members in _members_of(conn, patient_ids, ("CareTeam",)).items():
         for data in members:
             for reference in _references(data, today.isoformat()):
@@ -297,6 +266,20 @@ def logs_organisations(
     for child, refs in references.items():
         found[child] |= {by_reference[ref] for ref in refs if ref in by_reference}
     return found
+
+
+def _task_owners(children: Sequence[str]) -> Select[Any]:
+    """Return the distinct (child, owner) pairs of the children's Tasks."""
+    # the LOG_OWNER_PARAM rows: one index range per child, however many Tasks the log holds
+    return (
+        select(search_token.c.code, search_token.c.system)
+        .where(
+            search_token.c.resource_type == "Task",
+            search_token.c.param == LOG_OWNER_PARAM,
+            search_token.c.code.in_(children),
+        )
+        .distinct()
+    )
 
 
 def _orgnrs(conn: Connection, references: set[tuple[str, str]]) -> dict[tuple[str, str], str]:

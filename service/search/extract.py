@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from consent.constants import ENH
 from service.fhir import spec
 from service.search.values import (
     MAX_MICROS,
@@ -26,6 +27,7 @@ from service.search.values import (
 
 __all__ = [
     "CONSENT_ACTOR_PARAM",
+    "LOG_OWNER_PARAM",
     "OPEN_EVALUATION_PARAM",
     "OPEN_TASK_STATUSES",
     "CompiledParam",
@@ -70,6 +72,13 @@ CONSENT_ACTOR_PARAM = "stafett-consent-actor"
 #: are indexed, so the scan never touches the growing history of evaluated ones; migration 0004
 #: backfilled it.
 OPEN_EVALUATION_PARAM = "stafett-open-evaluation-date"
+#: Internal index parameter: who owns a Task of which child's log, one token per pair with the
+#: child's Patient id as code and the owner as system (`Organization/<id>`,
+#: `PractitionerRole/<id>`, or `enh:<org.nr>` for an owner named by org.nr only). The consent
+#: router reads a batch's participants from it with one index range per child instead of
+#: looking up the owner of every Task of the log (not advertised; migration 0009 backfilled
+#: it).
+LOG_OWNER_PARAM = "stafett-log-owner"
 #: Task statuses (R4 task-status) in which the planned evaluation is still to come.
 OPEN_TASK_STATUSES = frozenset(
     {"requested", "received", "accepted", "ready", "in-progress", "on-hold"}
@@ -320,6 +329,7 @@ class ResourceIndexer:
             self._consent_actors(rows, resource.get("provision"))
         elif resource["resourceType"] == "Task":
             _open_evaluation_date(rows, resource)
+            _log_owners(rows)
         return rows
 
     def _consent_actors(self, rows: IndexRows, provision: Any) -> None:
@@ -393,6 +403,23 @@ class ResourceIndexer:
             rows.tokens.append(
                 (f"{code}:identifier", _clip(identifier.get("system")), _clip(identifier["value"]))
             )
+
+
+def _log_owners(rows: IndexRows) -> None:
+    # derived from the Task's own `patient`, `owner` and `owner:identifier` rows, so it can
+    # never disagree with them (migration 0009 derives it from the same rows in SQL)
+    children = {i for p, t, i, _u in rows.references if p == "patient" and t == "Patient" and i}
+    if not children:
+        return
+    owners = {
+        f"{t}/{i}"
+        for p, t, i, _u in rows.references
+        if p == "owner" and t in ("Organization", "PractitionerRole") and i
+    }
+    owners |= {f"enh:{c}" for p, s, c in rows.tokens if p == "owner:identifier" and s == ENH and c}
+    rows.tokens.extend(
+        (LOG_OWNER_PARAM, owner, child) for child in sorted(children) for owner in sorted(owners)
+    )
 
 
 def _open_evaluation_date(rows: IndexRows, task: Mapping[str, Any]) -> None:
