@@ -3,7 +3,9 @@
 Changes are found with `_lastUpdated=gt<cursor>&_sort=_lastUpdated`, following `next` links;
 the checkpoint is the last `meta.lastUpdated` per type. Versions with the sink's own
 `meta.source` are its echo and skipped. A log travels with the child (a Patient built from
-the station's, create-only) and all the child's consents in one transaction. Copies of
+the station's, create-only) and all the child's consents in one transaction; when that
+transaction carries an active consent, the child's measures follow it, so that measures
+recorded before the signed consent (refused then: the log could not open) arrive. Copies of
 Stafett resources written by the sink are not sent back, except Tasks: staff evaluate those,
 and the evaluation goes to the Stafett Task the copy names.
 """
@@ -84,6 +86,8 @@ class StationSource:
                     continue
                 if record is not None:
                     records.append(record)
+                    if resource_type != "Task" and _opens_log(record.payload):
+                        records += self._measures_of(resource, {r.event_id for r in records})
             if more:
                 return SourceBatch(records, dead, cursors, more=True)
         return SourceBatch(records, dead, cursors)
@@ -142,6 +146,30 @@ class StationSource:
             record_id=f"{resource_type}/{resource['id']}",
         )
 
+    def _measures_of(self, resource: Mapping[str, Any], sent: set[str]) -> list[SourceRecord]:
+        """Return the records of the child's measures, to follow its log and consents.
+
+        Staff may record measures before the family's signed consent: the measure reached
+        Stafett before its log could open there, and was refused (dead-lettered). Sent again
+        once the log travels with a consent, it lands; one Stafett already holds is dropped as
+        a duplicate (same event id).
+        """
+        reference = str(patient_reference(resource).get("reference") or "")
+        if not reference.startswith("Patient/"):
+            return []
+        found: list[SourceRecord] = []
+        for task in self._client.search("Task", [("patient", reference)]):
+            if (task.get("meta") or {}).get("source") == self._own:
+                continue  # the sink's write, echoed
+            try:
+                record = self._record(task)
+            except MappingError:
+                continue  # the Task pass reports it with the record that changed
+            if record is not None and record.event_id not in sent:
+                found.append(record)
+                sent.add(record.event_id)
+        return found
+
     def _log_and_consents(
         self,
         child: Mapping[str, Any],
@@ -192,6 +220,15 @@ class StationSource:
         self._client.close()
         if self._lookup is not None:
             self._lookup.close()
+
+
+def _opens_log(bundle: Mapping[str, Any]) -> bool:
+    """Return whether a transaction carries an active consent (and so may open the log)."""
+    return any(
+        (entry.get("resource") or {}).get("resourceType") == "Consent"
+        and (entry.get("resource") or {}).get("status") == "active"
+        for entry in bundle.get("entry") or ()
+    )
 
 
 def _patient_entry(patient: Mapping[str, Any], fnr: str) -> MappedResource:

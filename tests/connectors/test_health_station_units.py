@@ -103,6 +103,103 @@ def test_the_source_skips_its_echo_and_copies_of_stafett_resources(station: str)
         source.close()
 
 
+def test_measures_recorded_before_the_consent_follow_the_log_when_it_can_open(
+    station: str,
+) -> None:
+    child = CHILDREN[1]
+    post = {"Authorization": "Bearer t"}
+    for path, body in (
+        (
+            "logg",
+            {"fodselsnummer": child, "niva": 2, "oppmerksomhet": "Søvn", "opprettet": "2026-09-01"},
+        ),
+        (
+            "tiltak",
+            {
+                "fodselsnummer": child,
+                "beskrivelse": "Søvndagbok",
+                "startdato": "2026-09-02",
+                "evalueringsdato": "2026-10-01",
+            },
+        ),
+    ):
+        httpx.post(f"{station}/_sim/{path}", json=body).raise_for_status()
+    patient = httpx.get(
+        f"{station}/fhir/Patient", params={"identifier": f"{FNR}|{child}"}, headers=post
+    ).json()["entry"][0]["resource"]
+    config = ConnectorConfig.model_validate(
+        {
+            "name": "hs",
+            "kind": "source",
+            "system": "health_station",
+            "organization": HEALTH,
+            "operator": OPERATOR,
+            "source_system": "helsestasjon-fhir",
+            "settings": {"base_url": station, "token": "t", "source_uri": OWN},
+        }
+    )
+    source = StationSource(config, StationClient(station, "t"))
+    try:
+        first = source.poll(None)
+        mine = [r for r in first.records if r.subject == child]
+        # the log travels without a consent (Stafett refuses it), the measure on its own
+        assert [r.record_id.split("/")[0] for r in mine] == ["CarePlan", "Task"]
+        measure = mine[1]
+        consent = {
+            "resourceType": "Consent",
+            "status": "active",
+            "scope": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                        "code": "patient-privacy",
+                    }
+                ]
+            },
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{patient['id']}"},
+            "dateTime": "2026-09-03T10:00:00+02:00",
+            "sourceAttachment": {"contentType": "application/pdf", "data": "JVBERi0xLjQK"},
+            "provision": {
+                "type": "permit",
+                "period": {"start": "2026-09-03", "end": "2027-09-03"},
+                "actor": [
+                    {
+                        "role": {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                    "code": "IRCP",
+                                }
+                            ]
+                        },
+                        "reference": {
+                            "identifier": {
+                                "system": "urn:oid:2.16.578.1.12.4.1.4.101",
+                                "value": HEALTH,
+                            }
+                        },
+                    }
+                ],
+            },
+        }
+        httpx.post(f"{station}/_sim/fhir/Consent", json=consent).raise_for_status()
+        second = source.poll(first.checkpoint)
+        mine = [r for r in second.records if r.subject == child]
+        # the consent opens the log (it carries the log), and the measure follows it again,
+        # with the same event id: Stafett applies it now, or drops it if it already holds it
+        assert [r.record_id.split("/")[0] for r in mine] == ["Consent", "Task"]
+        kinds = [e["resource"]["resourceType"] for e in mine[0].payload["entry"]]
+        assert "CarePlan" in kinds
+        assert "Consent" in kinds
+        assert mine[1].event_id == measure.event_id
+        assert mine[1].payload["entry"][0] == measure.payload["entry"][0]  # the same Task
+        # nothing changed since: nothing is sent again
+        assert [r for r in source.poll(second.checkpoint).records if r.subject == child] == []
+    finally:
+        source.close()
+
+
 def test_a_station_task_keeps_its_notes_and_own_elements_when_stafett_updates_it() -> None:
     current: dict[str, Any] = {
         "resourceType": "Task",
