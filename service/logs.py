@@ -100,9 +100,30 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(payload, default=str).decode()
 
 
+class _StderrHandler(logging.StreamHandler[Any]):
+    """Writes to whatever `sys.stderr` is when a record is emitted.
+
+    A handler that kept the stream it was built with would write to a closed file once that
+    stream is swapped and closed (pytest's capture does it after each test), and a thread
+    still running then would lose its log lines with a "Logging error".
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        """Return the current standard error."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def configure_logging(*, level: str = "INFO", json_lines: bool = True) -> None:
     """Send all logs to stderr, as JSON lines unless told otherwise."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if json_lines:
         formatter: logging.Formatter = JsonFormatter()
         formatter.converter = time.gmtime
