@@ -36,6 +36,7 @@ from service.errors import (
     NotFound,
     PreconditionFailed,
 )
+from service.fhir.primitives import is_valid_id
 from service.fhir.spec import SUPPORTED_RESOURCE_TYPES
 from service.fhir.validation import WRITABLE_TYPES, validate_resource
 from service.metrics import CONSENT_DECISIONS
@@ -50,14 +51,8 @@ from service.storage.schema import search_reference, search_token
 from service.storage.store import HistoryPage, SqlStore, StoredResource, VersionMismatch
 from service.write_batch import WriteBatch
 
-__all__ = [
-    "FhirRepository",
-    "RepositoryConfig",
-    "SearchResult",
-    "WriteResult",
-]
+__all__ = ["FhirRepository", "RepositoryConfig", "SearchResult", "WriteResult"]
 
-_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 _MAX_INCLUDES = 1000
 _MAX_AUDITED_RESOURCES = 50
 
@@ -110,11 +105,6 @@ class RepositoryConfig:
     def search_params(self) -> Mapping[str, Mapping[str, CompiledParam]]:
         """Return indexed search parameters by type and code."""
         return self.store.indexer.all_params()
-
-
-def is_valid_id(value: str) -> bool:
-    """Return whether value is a FHIR id: 1-64 of [A-Za-z0-9-.]."""
-    return 0 < len(value) <= 64 and all(ch in _ID_CHARS for ch in value)
 
 
 def _check_type(resource_type: str) -> None:

@@ -21,11 +21,12 @@ from service.api.limits import check_bundle_entries, check_json_depth, check_sea
 from service.api.outcomes import FHIR_JSON, outcome_bytes
 from service.bundles import process_bundle
 from service.errors import BadRequest, Issue, NotAcceptable, UnsupportedMediaType
+from service.fhir.primitives import is_valid_id
 from service.fhir.validation import parse_json
 from service.identifiers import is_valid_orgnr
 from service.lifecycle.closing import close_log
 from service.lifecycle.everything import everything, everything_bundle
-from service.repository import FhirRepository, WriteResult, is_valid_id
+from service.repository import FhirRepository, WriteResult
 from service.search.values import InvalidDate, parse_date_range
 from service.storage.store import StoredResource
 

@@ -7,6 +7,7 @@ refuse such values instead of storing them. Tables come from the R4 element defi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -14,8 +15,10 @@ from typing import Any
 
 from service.fhir import spec
 
-__all__ = ["PrimitiveIssue", "check_primitive_types"]
+__all__ = ["PrimitiveIssue", "check_primitive_types", "is_valid_id"]
 
+# the R4 id datatype (https://hl7.org/fhir/R4/datatypes.html#id): ASCII only
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _BOOLEAN = "boolean"
 _INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt", "integer64"})
 _DECIMAL = "decimal"
@@ -132,3 +135,8 @@ def _walk(
                         f"A FHIR {expected.type_code} must be {_expected(expected.type_code)}",
                     )
                 )
+
+
+def is_valid_id(value: str) -> bool:
+    """Return whether value is a FHIR id: 1-64 of [A-Za-z0-9-.]."""
+    return _ID.fullmatch(value) is not None

@@ -17,6 +17,7 @@ from typing import Any
 
 from consent.constants import ENH
 from service.fhir import spec
+from service.fhir.primitives import is_valid_id
 from service.search.values import (
     MAX_MICROS,
     MIN_MICROS,
@@ -260,10 +261,6 @@ def _flatten(values: Any) -> Iterator[Any]:
         yield values
 
 
-# the R4 id datatype (https://hl7.org/fhir/R4/datatypes.html#id): ASCII only
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-
-
 def parse_reference(reference: str, base_url: str) -> tuple[str | None, str | None, str | None]:
     """Split a reference into (type, id, url): local refs get type/id, foreign ones keep url."""
     if reference.startswith("#"):
@@ -274,7 +271,7 @@ def parse_reference(reference: str, base_url: str) -> tuple[str | None, str | No
     elif "://" in reference or reference.startswith(("urn:", "http:", "https:")):
         return None, None, reference
     parts = local.split("/")
-    if len(parts) >= 2 and parts[0][:1].isupper() and _FHIR_ID.fullmatch(parts[1]):
+    if len(parts) >= 2 and parts[0][:1].isupper() and is_valid_id(parts[1]):
         return parts[0], parts[1], None
     return None, None, reference
 

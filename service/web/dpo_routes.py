@@ -12,8 +12,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from service.errors import NotFound
+from service.fhir.primitives import is_valid_id
 from service.identifiers import is_valid_fnr
-from service.repository import FhirRepository, is_valid_id
+from service.repository import FhirRepository
 from service.web.directory import Directory, load_directory
 from service.web.dpo_data import (
     AccessEntry,
