@@ -63,6 +63,7 @@ class StationSource:
         cursors = {k: str(v) for k, v in (checkpoint or {}).items() if k in _TYPES and v}
         records: list[SourceRecord] = []
         dead: list[DeadRecord] = []
+        sent: set[str] = set()  # event ids of `records`: a measure may follow its log already
         self._read = {}  # a fresh view of the station per poll
         for resource_type in _TYPES:
             found, more = self._client.changed(
@@ -78,6 +79,8 @@ class StationSource:
                     continue  # the sink's write, echoed
                 if stafett_id(resource) and resource_type != "Task":
                     continue  # a copy of another service's log or consent: not ours to send
+                if _event_id(self._config, resource) in sent:
+                    continue
                 try:
                     record = self._record(resource)
                 except MappingError as exc:
@@ -86,8 +89,9 @@ class StationSource:
                     continue
                 if record is not None:
                     records.append(record)
+                    sent.add(record.event_id)
                     if resource_type != "Task" and _opens_log(record.payload):
-                        records += self._measures_of(resource, {r.event_id for r in records})
+                        records += self._measures_of(resource, sent)
             if more:
                 return SourceBatch(records, dead, cursors, more=True)
         return SourceBatch(records, dead, cursors)
@@ -140,7 +144,7 @@ class StationSource:
             occurred=meta.get("lastUpdated"),
         )
         return SourceRecord(
-            event_id=event_id(self._config, resource_type, resource["id"], meta.get("versionId")),
+            event_id=_event_id(self._config, resource),
             subject=str(fnr or ""),
             payload=bundle,
             record_id=f"{resource_type}/{resource['id']}",
@@ -161,11 +165,13 @@ class StationSource:
         for task in self._client.search("Task", [("patient", reference)]):
             if (task.get("meta") or {}).get("source") == self._own:
                 continue  # the sink's write, echoed
+            if _event_id(self._config, task) in sent:
+                continue
             try:
                 record = self._record(task)
             except MappingError:
                 continue  # the Task pass reports it with the record that changed
-            if record is not None and record.event_id not in sent:
+            if record is not None:
                 found.append(record)
                 sent.add(record.event_id)
         return found
@@ -220,6 +226,12 @@ class StationSource:
         self._client.close()
         if self._lookup is not None:
             self._lookup.close()
+
+
+def _event_id(config: ConnectorConfig, resource: Mapping[str, Any]) -> str:
+    """Return the event id of a station resource's version: the same on every poll."""
+    meta = resource.get("meta") or {}
+    return event_id(config, str(resource["resourceType"]), resource["id"], meta.get("versionId"))
 
 
 def _opens_log(bundle: Mapping[str, Any]) -> bool:

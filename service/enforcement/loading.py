@@ -306,10 +306,7 @@ class LogCache:
         if known is None:
             prints = _fingerprints(conn, wanted)
         else:
-            missing = [p for p in wanted if p not in known]
-            if missing:
-                read = _fingerprints(conn, missing)
-                known.update({p: read.get(p) for p in missing})
+            known.update(log_versions(conn, [p for p in wanted if p not in known]))
             prints = {p: f for p in wanted if (f := known[p]) is not None}
         found: dict[str, ChildLog] = {}
         stale: list[str] = []
