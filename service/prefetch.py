@@ -221,38 +221,15 @@ def _match_conjunctions(
 ) -> dict[tuple[str, str], list[StoredResource]]:
     """Return each conjunction's matches, newest first (then by id), as a search page sorts."""
     # 1. the candidates: resources meeting the lead criterion, one statement per form
+    leads = {key: _lead_key(conjunction) for key, conjunction in conjunctions.items()}
     by_form: dict[tuple[object, ...], set[tuple[str, str]]] = {}
-    for conjunction in conjunctions.values():
-        lead = conjunction.lead
-        if isinstance(lead, _Chain):
-            form: tuple[object, ...] = (
-                "chain",
-                conjunction.resource_type,
-                lead.param,
-                lead.targets,
-                lead.inner.param,
-            )
-            pair = (lead.inner.system or "", lead.inner.code)
-        else:
-            form = ("token", conjunction.resource_type, lead.param)
-            pair = (lead.system or "", lead.code)
+    for form, pair in leads.values():
         by_form.setdefault(form, set()).add(pair)
-    hits: dict[tuple[tuple[object, ...], str, str], set[str]] = {}
+    hits: dict[tuple[tuple[object, ...], tuple[str, str]], set[str]] = {}
     for form, pairs in by_form.items():
         for system, code, resource_id in _lead_rows(conn, form, sorted(pairs)):
-            hits.setdefault((form, system, code), set()).add(resource_id)
-    candidates: dict[tuple[str, str], set[str]] = {}
-    for key, conjunction in conjunctions.items():
-        lead = conjunction.lead
-        if isinstance(lead, _Chain):
-            form = ("chain", conjunction.resource_type, lead.param, lead.targets, lead.inner.param)
-            found = hits.get((form, lead.inner.system or "", lead.inner.code), set())
-        else:
-            found = hits.get(
-                (("token", conjunction.resource_type, lead.param), lead.system or "", lead.code),
-                set(),
-            )
-        candidates[key] = set(found)
+            hits.setdefault((form, (system, code)), set()).add(resource_id)
+    candidates = {key: set(hits.get(lead, ())) for key, lead in leads.items()}
     # 2. the other criteria, on the candidates' token rows
     rows_wanted: dict[str, tuple[set[str], set[str]]] = {}
     for key, conjunction in conjunctions.items():
@@ -292,6 +269,15 @@ def _match_conjunctions(
         matches.sort(key=lambda m: (-m.last_updated, m.id))
         out[key] = matches
     return out
+
+
+def _lead_key(conjunction: _Conjunction) -> tuple[tuple[object, ...], tuple[str, str]]:
+    """Return the lead criterion's form (one statement each) and (system, code), bare: ""."""
+    lead = conjunction.lead
+    if isinstance(lead, _Chain):
+        form = ("chain", conjunction.resource_type, lead.param, lead.targets, lead.inner.param)
+        return form, (lead.inner.system or "", lead.inner.code)
+    return ("token", conjunction.resource_type, lead.param), (lead.system or "", lead.code)
 
 
 def _lead_rows(

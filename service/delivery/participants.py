@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Select, select
 
 from consent.constants import ENH
 from service.enforcement.loading import organization_ids
-from service.search.extract import LOG_OWNER_PARAM, parse_reference
+from service.search.extract import LOG_OWNER_ORGNR, LOG_OWNER_PARAM, parse_reference
 from service.storage.schema import resources, search_reference, search_token
 
 __all__ = [
@@ -249,10 +249,11 @@ def logs_organisations(
     references: dict[str, set[tuple[str, str]]] = {}
     for chunk in _chunks(sorted(set(patient_ids))):
         for child, owner in conn.execute(_task_owners(chunk)):
-            if child not in found or not owner:
+            if not owner:
                 continue
-            if owner.startswith("enh:"):
-                found[child].add(owner[4:])  # named by org.nr only (a logical reference)
+            if owner.startswith(LOG_OWNER_ORGNR):
+                # named by org.nr only (a logical reference)
+                found[child].add(owner.removeprefix(LOG_OWNER_ORGNR))
             else:
                 target_type, _, target_id = owner.partition("/")
                 references.setdefault(child, set()).add((target_type, target_id))

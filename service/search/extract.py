@@ -28,6 +28,7 @@ from service.search.values import (
 
 __all__ = [
     "CONSENT_ACTOR_PARAM",
+    "LOG_OWNER_ORGNR",
     "LOG_OWNER_PARAM",
     "OPEN_EVALUATION_PARAM",
     "OPEN_TASK_STATUSES",
@@ -80,6 +81,8 @@ OPEN_EVALUATION_PARAM = "stafett-open-evaluation-date"
 #: looking up the owner of every Task of the log (not advertised; migration 0009 backfilled
 #: it).
 LOG_OWNER_PARAM = "stafett-log-owner"
+#: How a `LOG_OWNER_PARAM` row names an owner given by org.nr only: this prefix, then the org.nr.
+LOG_OWNER_ORGNR = "enh:"
 #: Task statuses (R4 task-status) in which the planned evaluation is still to come.
 OPEN_TASK_STATUSES = frozenset(
     {"requested", "received", "accepted", "ready", "in-progress", "on-hold"}
@@ -413,7 +416,11 @@ def _log_owners(rows: IndexRows) -> None:
         for p, t, i, _u in rows.references
         if p == "owner" and t in ("Organization", "PractitionerRole") and i
     }
-    owners |= {f"enh:{c}" for p, s, c in rows.tokens if p == "owner:identifier" and s == ENH and c}
+    owners |= {
+        f"{LOG_OWNER_ORGNR}{c}"
+        for p, s, c in rows.tokens
+        if p == "owner:identifier" and s == ENH and c
+    }
     rows.tokens.extend(
         (LOG_OWNER_PARAM, owner, child) for child in sorted(children) for owner in sorted(owners)
     )
