@@ -33,14 +33,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from sqlalchemy import Connection, and_, select, tuple_
+from sqlalchemy import Connection, and_, select
 
 from service.errors import BadRequest, FhirError
 from service.fhir.spec import SUPPORTED_RESOURCE_TYPES
 from service.search.extract import CompiledParam
 from service.search.query import SPECIAL_PARAMS, Criterion, SearchQuery, parse_search
 from service.storage.schema import search_reference, search_token
-from service.storage.store import SqlStore, StoredResource
+from service.storage.store import SqlStore, StoredResource, token_pairs
 from service.write_batch import TokenKey, WriteBatch
 
 if TYPE_CHECKING:
@@ -315,12 +315,7 @@ def _lead_rows(
                 search_token.c.system, search_token.c.code, search_token.c.resource_id
             ).where(search_token.c.resource_type == resource_type, search_token.c.param == param)
         if part:
-            for system, code, resource_id in conn.execute(
-                stmt.where(
-                    search_token.c.code.in_(sorted({c for _s, c in part})),
-                    tuple_(search_token.c.system, search_token.c.code).in_(part),
-                )
-            ):
+            for system, code, resource_id in conn.execute(stmt.where(*token_pairs(part))):
                 yield system, code, resource_id
         if codes:
             for _system, code, resource_id in conn.execute(

@@ -40,7 +40,14 @@ from service.storage.schema import (
     search_token,
 )
 
-__all__ = ["HistoryPage", "NewResource", "SqlStore", "StoredResource", "VersionMismatch"]
+__all__ = [
+    "HistoryPage",
+    "NewResource",
+    "SqlStore",
+    "StoredResource",
+    "VersionMismatch",
+    "token_pairs",
+]
 
 
 class VersionMismatch(Exception):
@@ -116,6 +123,15 @@ _HISTORY_COLUMNS = (
     resource_history.c.sealed,
     resource_history.c.method,
 )
+
+
+def token_pairs(pairs: Sequence[tuple[str, str]]) -> tuple[ColumnElement[bool], ...]:
+    """Return the conditions on `search_token` rows carrying one of these (system, code)."""
+    # the code alone is what the (type, param, code, system) index is read by
+    return (
+        search_token.c.code.in_(sorted({code for _system, code in pairs})),
+        tuple_(search_token.c.system, search_token.c.code).in_(pairs),
+    )
 
 
 class SqlStore:
@@ -213,9 +229,7 @@ class SqlStore:
                 .where(
                     search_token.c.resource_type == resource_type,
                     search_token.c.param == param,
-                    # the code alone is what the (type, param, code, system) index is read by
-                    search_token.c.code.in_(sorted({code for _system, code in chunk})),
-                    tuple_(search_token.c.system, search_token.c.code).in_(chunk),
+                    *token_pairs(chunk),
                     resources.c.deleted.is_(False),
                 )
             )
