@@ -57,8 +57,8 @@ def _org(repo: FhirRepository, orgnr: str) -> str:
     )
 
 
-def _task(repo: FhirRepository, patient: str, owner: dict[str, object]) -> None:
-    _create(
+def _task(repo: FhirRepository, patient: str, owner: dict[str, object]) -> str:
+    return _create(
         repo,
         {
             "resourceType": "Task",
@@ -122,15 +122,7 @@ def test_many_logs_at_once_keep_their_own_owners(repo: FhirRepository) -> None:
         _task(repo, first, {"reference": f"Organization/{kindergarten}"})
     _task(repo, second, {"reference": f"Organization/{school}"})
     _task(repo, second, {"identifier": {"system": ENH, "value": "961728398"}})
-    gone = repo.create(
-        resource={
-            "resourceType": "Task",
-            "status": "in-progress",
-            "intent": "plan",
-            "for": {"reference": f"Patient/{second}"},
-            "owner": {"identifier": {"system": ENH, "value": "974760673"}},
-        }
-    ).stored.id
+    gone = _task(repo, second, {"identifier": {"system": ENH, "value": "974760673"}})
     repo.delete(resource_type="Task", id=gone)  # a deleted Task's owner takes no part any more
     with repo.config.database.read() as conn:
         found = logs_organisations(conn, [first, second, empty], BASE, today=date(2026, 11, 22))
