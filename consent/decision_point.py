@@ -31,7 +31,7 @@ choice where the brief was silent, are in consent/README.md; in short:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -635,7 +635,12 @@ def valid_consents(log: ChildLog, policy: ConsentPolicy, now: datetime) -> list[
 
 
 def readable_types(
-    *, actor: Actor, log: ChildLog, policy: ConsentPolicy, now: datetime
+    *,
+    actor: Actor,
+    log: ChildLog,
+    policy: ConsentPolicy,
+    now: datetime,
+    among: Collection[str] | None = None,
 ) -> TypeAccess:
     """Summarise which types of this log the actor might read, for a filter in SQL.
 
@@ -643,6 +648,9 @@ def readable_types(
     resource carrying an excluded label. Push `types` and `excluded_labels` into the search
     query (as Oso's `authorized_query` does), then `decide` per hit when
     `needs_resource_check` is true. Consent classes: https://hl7.org/fhir/R4/consent.html.
+    With `among`, only those types need be judged: other types may then be missing from
+    `types`, and `needs_resource_check` speaks of those judged. A search of one type over
+    hundreds of logs need not judge all the others.
     """
     _require_aware(now)
     if actor.kind is ActorKind.DPO:
@@ -662,7 +670,8 @@ def readable_types(
     keys = actor_keys(actor)
     types: set[str] = set()
     check = False
-    for rtype in sorted(LOG_RESOURCE_TYPES):
+    judged = LOG_RESOURCE_TYPES if among is None else LOG_RESOURCE_TYPES & frozenset(among)
+    for rtype in sorted(judged):
         probe = Probe(rtype, None, None, None)
         if grant(ctx, keys, probe, Action.READ, Mode.POSSIBLE).permitted:
             types.add(rtype)

@@ -13,13 +13,25 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, or_, select, union, union_all
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    and_,
+    any_,
+    bindparam,
+    or_,
+    select,
+    union,
+    union_all,
+)
 
 from consent import Actor, ActorKind, ChildLog
 from consent.constants import ENH, FNR, HPR, PERSON_ID_SYSTEMS
 from service.auth import Principal, PrincipalKind
 from service.enforcement.compartment import LOG_TYPES, linked_references, patient_in
 from service.search.extract import CONSENT_ACTOR_PARAM
+from service.storage.lists import array_param, uses_arrays
 from service.storage.schema import resources, search_reference, search_token
 
 __all__ = [
@@ -330,41 +342,50 @@ class LogCache:
         return found
 
 
-# Built once: constructing a Core statement and its cache key costs more CPU than running it.
-_FINGERPRINTS = union_all(
-    select(
-        resources.c.id,
-        resources.c.resource_type,
-        resources.c.id,
-        resources.c.version_id,
-        resources.c.last_updated,
-    ).where(
-        resources.c.resource_type == "Patient",
-        resources.c.id.in_(bindparam("patient_ids", expanding=True)),
-        resources.c.deleted.is_(False),
-    ),
-    select(
-        search_reference.c.target_id,
-        resources.c.resource_type,
-        resources.c.id,
-        resources.c.version_id,
-        resources.c.last_updated,
-    )
-    .join(
-        resources,
-        and_(
-            resources.c.resource_type == search_reference.c.resource_type,
-            resources.c.id == search_reference.c.resource_id,
+def _fingerprints_statement(ids: ColumnElement[str] | BindParameter[Any], arrays: bool) -> Any:
+    def among(column: ColumnElement[str]) -> ColumnElement[bool]:
+        return column == any_(ids) if arrays else column.in_(ids)
+
+    return union_all(
+        select(
+            resources.c.id,
+            resources.c.resource_type,
+            resources.c.id,
+            resources.c.version_id,
+            resources.c.last_updated,
+        ).where(
+            resources.c.resource_type == "Patient",
+            among(resources.c.id),
+            resources.c.deleted.is_(False),
+        ),
+        select(
+            search_reference.c.target_id,
+            resources.c.resource_type,
+            resources.c.id,
+            resources.c.version_id,
+            resources.c.last_updated,
+        )
+        .join(
+            resources,
+            and_(
+                resources.c.resource_type == search_reference.c.resource_type,
+                resources.c.id == search_reference.c.resource_id,
+            ),
+        )
+        .where(
+            search_reference.c.resource_type.in_(("RelatedPerson", "Consent")),
+            search_reference.c.param == "patient",
+            search_reference.c.target_type == "Patient",
+            among(search_reference.c.target_id),
+            resources.c.deleted.is_(False),
         ),
     )
-    .where(
-        search_reference.c.resource_type.in_(("RelatedPerson", "Consent")),
-        search_reference.c.param == "patient",
-        search_reference.c.target_type == "Patient",
-        search_reference.c.target_id.in_(bindparam("patient_ids", expanding=True)),
-        resources.c.deleted.is_(False),
-    ),
-)
+
+
+# Built once: constructing a Core statement and its cache key costs more CPU than running it.
+# One text for any number of children on PostgreSQL (service/storage/lists.py).
+_FINGERPRINTS = _fingerprints_statement(bindparam("patient_ids", expanding=True), arrays=False)
+_FINGERPRINTS_PG = _fingerprints_statement(array_param("patient_ids"), arrays=True)
 
 
 def log_versions(conn: Connection, patient_ids: Iterable[str]) -> dict[str, Fingerprint | None]:
@@ -383,7 +404,8 @@ def _fingerprints(conn: Connection, patient_ids: list[str]) -> dict[str, Fingerp
     # one statement, one round trip: the Patients and the RelatedPersons and Consents that
     # refer to them, each as (type, id, version, last updated)
     parts: dict[str, list[tuple[str, str, int, int]]] = {}
-    rows = list(conn.execute(_FINGERPRINTS, {"patient_ids": patient_ids}))
+    stmt = _FINGERPRINTS_PG if uses_arrays(conn) else _FINGERPRINTS
+    rows = list(conn.execute(stmt, {"patient_ids": patient_ids}))
     for target, rtype, rid, version, updated in rows:
         if rtype == "Patient":
             parts.setdefault(target, []).append((rtype, rid, version, updated))

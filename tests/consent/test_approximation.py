@@ -103,3 +103,38 @@ def test_type_level_and_readable_types_bound_decide(seed: int) -> None:
                         assert rtype in access.types, (seed, exact.reason)
                     if rtype in access.types and not access.needs_resource_check:
                         assert exact.permitted, (seed, exact.reason)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_readable_types_among_one_type_answers_as_for_all_types(seed: int) -> None:
+    # the service asks about the searched type only; the answer for it must not change
+    rng = random.Random(seed)
+    consents = [consent(f"c{n}", root=_tree(rng, 0)) for n in range(rng.randint(1, 3))]
+    child_log = log(*consents)
+    for actor in (KG_SYSTEM, HEALTH_SYSTEM, NAV_SYSTEM):
+        every = readable_types(actor=actor, log=child_log, policy=POLICY, now=NOW)
+        for rtype in (*TYPES, "Patient", "Consent", "CarePlan"):
+            one = readable_types(actor=actor, log=child_log, policy=POLICY, now=NOW, among=(rtype,))
+            assert (rtype in one.types) == (rtype in every.types), (seed, rtype)
+            assert one.types <= every.types
+            assert one.excluded_labels == every.excluded_labels
+            if rtype in one.types and not one.needs_resource_check:
+                # judged alone, "no per-hit check" must still hold for every resource of it
+                for resource in _resources(rng):
+                    if resource["resourceType"] != rtype:
+                        continue
+                    exact = decide(
+                        actor=actor,
+                        log=child_log,
+                        policy=POLICY,
+                        now=NOW,
+                        decision_id="e",
+                        request=AccessRequest(
+                            action=Action.READ, resource_type=rtype, resource=resource
+                        ),
+                    )
+                    labels = {
+                        (c["system"], c["code"])
+                        for c in resource.get("meta", {}).get("security", [])
+                    }
+                    assert exact.permitted or not labels.isdisjoint(one.excluded_labels)
