@@ -1557,6 +1557,26 @@ def consent_markdown(co: dict[str, Any]) -> list[str]:
         f"{b_on['latency_ms']['p95']} ms | - | "
         f"{_ratio(b_on['latency_ms']['p95'], b_off['latency_ms']['p95']):.2f}x | report | - |"
     )
+    lone = co.get("lone") or {}
+    if lone:
+        first = next(iter(lone.values()))["on"]
+        lines += [
+            "",
+            f"Lone requests: the same caller sends one request a second ({first['requests']} "
+            "after two warm-ups), as a service that looks now and then does. Under load, "
+            "requests of the same second share the consent decisions of each log; a lone "
+            "request pays for them itself. Median / max latency:",
+            "",
+            "| Request | Consent off | Consent on | median on / off |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, pair in lone.items():
+            off, on = pair["off"], pair["on"]
+            lines.append(
+                f"| Search `{_cell(name)}` | {off['median_ms']} / {off['max_ms']} ms | "
+                f"{on['median_ms']} / {on['max_ms']} ms | "
+                f"{_ratio(on['median_ms'], off['median_ms']):.2f}x |"
+            )
     lines += [
         "",
         "With consent on, a Task of a child that did not consent answers "
@@ -1602,8 +1622,10 @@ with the ceiling of the same database: raw psycopg on the same server with the s
    consenting children sends the same requests, with the same token, to the consent-off and
    then the consent-on server: searches for children it may see, its own Tasks, a type-wide
    Communication search, reads and creates in permitted logs, and transactions that open 7
-   logs with Consents naming it. It also checks that consent on hides a Task of a child that
-   did not consent (404) and compares hits and `_summary=count` totals in both modes;
+   logs with Consents naming it; then three of the searches again as lone requests, one a
+   second, as a service that looks now and then sends them. It also checks that consent on
+   hides a Task of a child that did not consent (404) and compares hits and `_summary=count`
+   totals in both modes;
 6. measures the ceiling on the same database server with the same Task JSON: a plain table
    `(id text primary key, content jsonb)`, one INSERT + COMMIT per row, and primary-key SELECT
    of `content::text`, on one connection and at the API's concurrency (client processes, so
@@ -1612,7 +1634,7 @@ with the ceiling of the same database: raw psycopg on the same server with the s
 The load generator is `wrk` (with a Lua script) when installed, otherwise asyncio + httpx. It
 runs on the same machine as the server and the database, so it takes a share of the cores.
 
-Rerun with `python bench/bench_api.py` (about 12 minutes; `--quick` for a smoke run,
+Rerun with `python bench/bench_api.py` (about 13 minutes; `--quick` for a smoke run,
 `--help` for options) or `make bench`. Each run rewrites the results section below and writes
 the raw numbers to `bench/results/<timestamp>.json` (not committed).
 
@@ -1790,6 +1812,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+LONE_SEARCHES = (
+    "Task?patient=id",
+    "Task?owner=Organization/own&_count=20&_sort=-_lastUpdated",
+    "Communication?_count=20",
+)
+
+
+def lone_latency(server: Server, work: Workload, *, requests: int, gap_s: float) -> dict[str, Any]:
+    """Latency of single requests a gap apart, as a service that searches now and then sends them.
+
+    Under load, consent decisions of the same second are shared between requests; one request
+    a second meets cold per-second caches (log caches stay warm, as they would).
+    """
+    latencies = []
+    with _client(server) as client:
+        for n in range(requests + 2):  # two warm-ups: connections, pools, log cache
+            path = work.paths[n % len(work.paths)].removeprefix("/fhir/")
+            started = time.perf_counter()
+            response = client.get(path)
+            elapsed = (time.perf_counter() - started) * 1000
+            response.raise_for_status()
+            if n >= 2:
+                latencies.append(elapsed)
+            time.sleep(gap_s)
+    return {
+        "requests": requests,
+        "gap_s": gap_s,
+        "median_ms": round(statistics.median(latencies), 2),
+        "max_ms": round(max(latencies), 2),
+    }
+
+
 def measure_consent(
     on: Server,
     off: Server,
@@ -1841,6 +1895,16 @@ def measure_consent(
         }
 
     out["search"] = {w.name: both(w, args.search_concurrency) for w in works}
+    lone_requests = 3 if args.quick else 8
+    log(f"lone requests, one a second ({lone_requests} each, off then on)")
+    out["lone"] = {
+        w.name: {
+            mode: lone_latency(replace(server, token=token), w, requests=lone_requests, gap_s=1.0)
+            for mode, server in modes.items()
+        }
+        for w in works
+        if w.name in LONE_SEARCHES
+    }
     permitted_tasks = [t for c in mine for t in c.task_ids]
     out["read"] = both(
         Workload(
